@@ -1,0 +1,154 @@
+"""The ``numlog-trio`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO, NoReturn
+
+import trio
+
+from ._errors import ServiceError
+from ._server import ServerConfig, logger, serve
+
+_DEFAULTS = ServerConfig()
+PROG = "numlog-trio"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a bad option as one line on stderr (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser of ``numlog-trio``."""
+    parser = _OneLineParser(
+        prog=PROG,
+        description=(
+            "Accept 9-digit numbers (one per line) over TCP from a few clients at a time, "
+            "write each distinct number once to a log file, and print a report of new unique "
+            "and duplicate numbers every report interval. A client sending 'terminate' shuts "
+            "the server down, as do SIGINT and SIGTERM."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host",
+        default=_DEFAULTS.host,
+        help="address to listen on; 0.0.0.0 or :: for all interfaces",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=_DEFAULTS.port, help="TCP port; 0 picks a free port"
+    )
+    parser.add_argument(
+        "--log-file",
+        default="numbers.log",
+        help="file receiving each distinct number once; created or cleared at start",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=_DEFAULTS.max_clients,
+        help="clients read at a time; more connections wait unread until a slot frees",
+    )
+    parser.add_argument(
+        "--report-interval",
+        type=_positive_seconds,
+        default=_DEFAULTS.report_interval,
+        metavar="SECONDS",
+        help="seconds between reports on standard output",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also log each closed invalid connection"
+    )
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+async def _serve_and_announce(config: ServerConfig, log_file: BinaryIO) -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve, config, log_file)
+        logger.info(
+            "listening on %s port %d, writing %s", config.host, port, getattr(log_file, "name", "")
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; return the process exit status.
+
+    Args:
+        argv: Command-line arguments (without the program name); default ``sys.argv[1:]``.
+    """
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_clients=args.max_clients,
+        report_interval=args.report_interval,
+    )
+    try:
+        # Opened before the event loop starts, so a bad path fails before anything listens.
+        log_file = open(args.log_file, "wb")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        logger.error("cannot open log file %s: %s", args.log_file, error.strerror)
+        return 1
+    status = 0
+    with log_file:
+        try:
+            trio.run(_serve_and_announce, config, log_file)
+        except* ServiceError as group:
+            for error in _leaves(group):
+                logger.error("%s", error)
+            status = 1
+        except* KeyboardInterrupt:
+            # Only a second Ctrl-C, while the log is being drained, gets here.
+            logger.error("interrupted: numbers still queued may be missing from the log")
+            status = 130
+    return status
+
+
+def _leaves(group: BaseExceptionGroup[ServiceError]) -> list[ServiceError]:
+    leaves: list[ServiceError] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            leaves.extend(_leaves(error))
+        else:
+            leaves.append(error)
+    return leaves
+
+
+def run() -> NoReturn:
+    """Entry point of the ``numlog-trio`` console script."""
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The ``numlog-trio-client`` command: an interactive client to try the server by hand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+PROG = "numlog-trio-client"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser of ``numlog-trio-client``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Send lines typed on a terminal (or read from a pipe) to a numlog-trio server, "
+            "each followed by this system's newline, and say when the server closes the "
+            "connection. Type 'terminate' to shut the server down."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="server address")
+    parser.add_argument("--port", type=int, default=4000, help="server port")
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def as_line(typed: bytes) -> bytes:
+    """Return a line as sent: its own line ending replaced by this system's newline."""
+    return typed.rstrip(b"\r\n") + os.linesep.encode()
+
+
+async def _send_typed_lines(stream: trio.SocketStream) -> None:
+    while True:
+        # Blocking reads of a terminal belong in a thread; abandoning it lets us exit at once.
+        typed = await trio.to_thread.run_sync(sys.stdin.buffer.readline, abandon_on_cancel=True)
+        if not typed:
+            await stream.send_eof()
+            return
+        await stream.send_all(as_line(typed))
+
+
+async def _wait_for_close(stream: trio.SocketStream) -> None:
+    while True:
+        try:
+            data = await stream.receive_some()
+        except trio.BrokenResourceError:
+            data = b""
+        if not data:
+            return
+
+
+async def _talk(host: str, port: int) -> None:
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as error:
+        _say(f"cannot connect to {host}:{port}: {error.strerror or error}")
+        raise SystemExit(1) from None
+    async with stream, trio.open_nursery() as nursery:
+        _say(f"connected to {host}:{port}; type numbers, one per line")
+
+        async def send_then_keep_waiting() -> None:
+            try:
+                await _send_typed_lines(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the server closed first; _wait_for_close reports it
+
+        nursery.start_soon(send_then_keep_waiting)
+        await _wait_for_close(stream)
+        _say("the server closed the connection")
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the client; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        trio.run(_talk, args.host, args.port)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run() -> NoReturn:
+    """Entry point of the ``numlog-trio-client`` console script."""
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Operational faults: each ends the server with a one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A fault of the environment, not of the code; its message is the line shown to users."""
+
+
+class ListenError(ServiceError):
+    """The server could not listen on the requested address."""
+
+
+class LogWriteError(ServiceError):
+    """The log file could not be written; the numbers of the failed batch were not counted."""

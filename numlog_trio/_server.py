@@ -1,0 +1,146 @@
+"""The service: listener, client handlers, writer and reporter under one root nursery."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from functools import partial
+from typing import BinaryIO, Final, final
+
+import attrs
+import trio
+
+from ._errors import ListenError
+from ._framing import LineFramer, Outcome
+from ._report import Totals, report_periodically
+from ._writer import Batch, LogWriter
+
+logger = logging.getLogger("numlog_trio")
+
+RECEIVE_SIZE: Final = 1 << 20
+"""Bytes asked of the socket per receive: large buffers amortise the per-call cost."""
+
+BATCH_QUEUE: Final = 8
+"""Batches waiting for the writer before handlers block (and TCP pushes back on clients)."""
+
+
+@final
+@attrs.frozen
+class ServerConfig:
+    """What the server listens on and how it behaves.
+
+    Attributes:
+        host: Address to listen on.
+        port: TCP port; 0 picks a free one.
+        max_clients: Connections read at a time; further clients wait unread.
+        report_interval: Seconds between reports.
+        handle_signals: Turn SIGINT and SIGTERM into a clean shutdown (main thread only).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_clients: int = 5
+    report_interval: float = 10.0
+    handle_signals: bool = True
+
+
+def print_report(line: str) -> None:
+    """Write a report line to standard output at once, even when it is a pipe."""
+    print(line, flush=True)
+
+
+@final
+@attrs.define(eq=False)
+class _ClientHandler:
+    """Reads one client at a time per limiter token and hands its numbers to the writer."""
+
+    _limiter: trio.CapacityLimiter
+    _batches: trio.MemorySendChannel[Batch]
+    _serving: trio.CancelScope
+
+    async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
+        async with self._limiter:
+            await self._read_lines(stream)
+        # Returning closes the connection at once, without a reply (serve_listeners does it).
+
+    async def _read_lines(self, stream: trio.abc.ReceiveStream) -> None:
+        framer = LineFramer()
+        while True:
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except trio.BrokenResourceError:
+                return  # reset by the peer: like end of stream, the unfinished line is lost
+            if not data:
+                return
+            framed = framer.feed(data)
+            if framed.chunks:
+                await self._batches.send(framed.chunks)
+            if framed.outcome is Outcome.TERMINATE:
+                logger.info("a client sent terminate: shutting down")
+                self._serving.cancel()
+                return
+            if framed.outcome is Outcome.INVALID:
+                logger.debug("closing a connection that sent an invalid line")
+                return
+
+
+async def _shut_down_on_signal(
+    serving: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            serving.cancel()
+            return
+
+
+async def serve(
+    config: ServerConfig,
+    log_file: BinaryIO,
+    *,
+    emit_report: Callable[[str], None] = print_report,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> Totals:
+    """Run the number server until a client sends terminate (or a signal arrives).
+
+    Shutdown keeps every number already handed to the writer: serving stops first (listener,
+    clients, reporter), then the writer drains its channel and syncs the log.
+
+    Args:
+        config: Address and limits.
+        log_file: The log, open for writing in binary mode, already truncated.
+        emit_report: Receives each report line.
+        task_status: Given the bound port once the server accepts connections.
+
+    Returns:
+        The totals of the run.
+
+    Raises:
+        ListenError: The address could not be bound.
+        LogWriteError: The log could not be written.
+    """
+    writer = LogWriter(log_file)
+    send_batches, receive_batches = trio.open_memory_channel[Batch](BATCH_QUEUE)
+    async with trio.open_nursery() as root:
+        root.start_soon(writer.run, receive_batches)
+        async with send_batches, trio.open_nursery() as serving:
+            if config.handle_signals:
+                await serving.start(_shut_down_on_signal, serving.cancel_scope)
+            handler = _ClientHandler(
+                trio.CapacityLimiter(config.max_clients), send_batches, serving.cancel_scope
+            )
+            try:
+                listeners = await serving.start(
+                    partial(trio.serve_tcp, handler, config.port, host=config.host)
+                )
+            except OSError as error:
+                raise ListenError(
+                    f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
+                ) from error
+            serving.start_soon(
+                report_periodically, config.report_interval, lambda: writer.totals, emit_report
+            )
+            task_status.started(listeners[0].socket.getsockname()[1])
+    return writer.totals
