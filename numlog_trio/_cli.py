@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             trio.run(_serve_and_announce, config, log_file)
         except* ServiceError as group:
-            for error in _leaves(group):
-                logger.error("%s", error)
+            for fault in _leaves(group):
+                logger.error("%s", fault)
             status = 1
         except* KeyboardInterrupt:
             # Only a second Ctrl-C, while the log is being drained, gets here.

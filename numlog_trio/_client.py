@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -68,10 +69,9 @@ async def _talk(host: str, port: int) -> None:
         _say(f"connected to {host}:{port}; type numbers, one per line")
 
         async def send_then_keep_waiting() -> None:
-            try:
+            # If the server closed first, _wait_for_close reports it.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await _send_typed_lines(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the server closed first; _wait_for_close reports it
 
         nursery.start_soon(send_then_keep_waiting)
         await _wait_for_close(stream)

@@ -1,6 +1,6 @@
-"""Framing and validation of the client byte stream, free of I/O.
+r"""Framing and validation of the client byte stream, free of I/O.
 
-Every valid line, ``terminate\\n`` included, is exactly :data:`RECORD_SIZE` bytes long, so a
+Every valid line, ``terminate\n`` included, is exactly :data:`RECORD_SIZE` bytes long, so a
 receive buffer is a table of 10-byte rows plus at most 9 bytes of an unfinished line. The
 whole table is validated at once with NumPy instead of a Python loop per line.
 """
@@ -36,7 +36,7 @@ class Outcome(enum.Enum):
     INVALID = "invalid"
     """A line is not valid input: close the connection without comment."""
     TERMINATE = "terminate"
-    """The client asked for shutdown with ``terminate\\n``."""
+    """The client asked for shutdown with ``terminate`` and a newline."""
 
 
 @final
@@ -75,7 +75,7 @@ def _is_line_prefix(partial: bytes) -> bool:
     return all(byte in _DIGIT_BYTES for byte in partial) or TERMINATE.startswith(partial)
 
 
-def _rows(data: bytes | NDArray[np.uint8], start: int, count: int) -> NDArray[np.uint8]:
+def _rows(data: bytes | bytearray, start: int, count: int) -> NDArray[np.uint8]:
     return np.frombuffer(data, dtype=np.uint8, count=count * RECORD_SIZE, offset=start).reshape(
         count, RECORD_SIZE
     )
@@ -98,12 +98,12 @@ class LineFramer:
         """How many bytes of an unfinished line are held (0 to 9)."""
         return len(self._partial)
 
-    def feed(self, data: bytes) -> Framed:
+    def feed(self, data: bytes | bytearray) -> Framed:
         """Frame the next receive buffer of the stream.
 
         Args:
-            data: The bytes just received. The framer keeps references to views of it, so it
-                must not be changed afterwards (``bytes`` never is).
+            data: The bytes just received. The returned chunks are views of it, so it must not
+                be changed while they are in use (``bytes`` never is).
 
         Returns:
             The complete number lines up to the first line that is not a number, and what the
@@ -115,7 +115,7 @@ class LineFramer:
         if self._partial:
             start = RECORD_SIZE - len(self._partial)
             if len(data) < start:
-                self._partial += data
+                self._partial += bytes(data)
                 outcome = Outcome.MORE if _is_line_prefix(self._partial) else Outcome.INVALID
                 return Framed((), outcome)
             line = self._partial + data[:start]
@@ -139,7 +139,7 @@ class LineFramer:
         if count:
             chunks.append(body)
 
-        self._partial = data[start + count * RECORD_SIZE :]
+        self._partial = bytes(data[start + count * RECORD_SIZE :])
         outcome = Outcome.MORE if _is_line_prefix(self._partial) else Outcome.INVALID
         return Framed(tuple(chunks), outcome)
 

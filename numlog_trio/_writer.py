@@ -27,7 +27,7 @@ class LogWriter:
 
     Args:
         log_file: The open log, in binary mode. Each distinct number is written once, as
-            the 10 bytes it arrived as (9 digits and ``\\n``), in order of first arrival.
+            the 10 bytes it arrived as (9 digits and a newline), in order of first arrival.
     """
 
     _log_file: BinaryIO
@@ -53,7 +53,7 @@ class LogWriter:
             numbers = parse_numbers(records)
             new = self._seen.find_new(numbers)
             try:
-                self._log_file.write(records[new.first_sightings])
+                self._log_file.write(records[new.first_sightings].data)
                 self._log_file.flush()
             except OSError as error:
                 raise LogWriteError(f"cannot write {self._name}: {error.strerror}") from error

@@ -1,0 +1,201 @@
+"""Framing and validation of client bytes: pure functions, no sockets, no clocks.
+
+A hypothesis model checks the framer against a byte-at-a-time reference that reads the spec
+literally: which numbers are kept, whether the connection is closed or terminates, and at
+which byte that is decided, for arbitrary streams cut at arbitrary points.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numlog_trio import Framed, LineFramer, Outcome, parse_numbers
+
+
+def numbers_of(framed: Framed) -> list[int]:
+    return [int(n) for chunk in framed.chunks for n in parse_numbers(chunk)]
+
+
+def feed_all(pieces: list[bytes]) -> tuple[list[int], Outcome, int]:
+    """Feed pieces until the framer stops; return numbers, outcome, pieces consumed."""
+    framer = LineFramer()
+    numbers: list[int] = []
+    for index, piece in enumerate(pieces):
+        framed = framer.feed(piece)
+        assert framer.pending <= 9
+        numbers += numbers_of(framed)
+        if framed.outcome is not Outcome.MORE:
+            return numbers, framed.outcome, index + 1
+    return numbers, Outcome.MORE, len(pieces)
+
+
+def test_numbers_in_one_buffer_keep_their_order_and_leading_zeros() -> None:
+    framed = LineFramer().feed(b"314159265\n007007009\n000000000\n999999999\n")
+    assert numbers_of(framed) == [314159265, 7007009, 0, 999999999]
+    assert framed.outcome is Outcome.MORE
+    assert framed.count == 4
+
+
+def test_an_empty_buffer_changes_nothing() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"12") == Framed((), Outcome.MORE)
+    framed = framer.feed(b"")
+    assert framed.outcome is Outcome.MORE
+    assert framer.pending == 2
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\n",
+        b"12345678\n",
+        b"1234567890\n",
+        b"123456789\r\n",
+        b"12345678\r\n",
+        b" 12345678\n",
+        b"+12345678\n",
+        b"-12345678\n",
+        b"1234a6789\n",
+        b"123456789 \n",
+        b"12345678\x00\n",
+        "١٢٣٤٥٦٧٨٩\n".encode(),
+        b"terminate\r\n",
+        b"TERMINATE\n",
+        b"terminate \n",
+        b"terminat\n",
+        b"terminatee\n",
+        b"\xff\xfe\xfd",
+    ],
+)
+def test_every_invalid_form_closes_and_keeps_the_numbers_before(line: bytes) -> None:
+    framed = LineFramer().feed(b"000000001\n000000002\n" + line + b"000000003\n")
+    assert framed.outcome is Outcome.INVALID
+    assert numbers_of(framed) == [1, 2]
+
+
+@pytest.mark.parametrize("garbage", [b"x", b"12a", b"\n", b"1234567890", b"term1", b"\r"])
+def test_a_line_is_rejected_as_soon_as_it_cannot_become_valid(garbage: bytes) -> None:
+    framed = LineFramer().feed(garbage)
+    assert framed.outcome is Outcome.INVALID
+
+
+@pytest.mark.parametrize("partial", [b"", b"1", b"12345678", b"123456789", b"t", b"terminate"])
+def test_a_line_that_can_still_become_valid_waits_for_more(partial: bytes) -> None:
+    framer = LineFramer()
+    assert framer.feed(partial).outcome is Outcome.MORE
+    assert framer.pending == len(partial)
+
+
+def test_terminate_in_mid_buffer_keeps_the_numbers_before_and_nothing_after() -> None:
+    framed = LineFramer().feed(b"000000001\n000000002\nterminate\n000000003\nrubbish")
+    assert framed.outcome is Outcome.TERMINATE
+    assert numbers_of(framed) == [1, 2]
+
+
+def test_terminate_alone() -> None:
+    assert LineFramer().feed(b"terminate\n") == Framed((), Outcome.TERMINATE)
+
+
+STREAM = b"000000001\n123456789\nterminate\n"
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_records_split_across_two_buffers_at_every_offset(cut: int) -> None:
+    assert feed_all([STREAM[:cut], STREAM[cut:]])[:2] == ([1, 123456789], Outcome.TERMINATE)
+
+
+@pytest.mark.parametrize("cut", range(1, 10))
+def test_a_carried_line_joins_the_next_buffer_without_copying_it(cut: int) -> None:
+    framer = LineFramer()
+    framer.feed(b"000000001\n"[:cut])
+    rest = b"000000001\n"[cut:] + b"000000002\n" * 3
+    framed = framer.feed(rest)
+    assert numbers_of(framed) == [1, 2, 2, 2]
+    head, body = framed.chunks
+    assert len(head) == 1
+    assert np.shares_memory(body, np.frombuffer(rest, dtype=np.uint8))
+
+
+def test_a_line_sent_one_byte_at_a_time() -> None:
+    stream = b"000000042\n" * 3 + b"terminate\n"
+    numbers, outcome, used = feed_all([bytes([byte]) for byte in stream])
+    assert (numbers, outcome, used) == ([42, 42, 42], Outcome.TERMINATE, len(stream))
+
+
+def test_a_partial_line_at_end_of_stream_is_never_returned() -> None:
+    numbers, outcome, _ = feed_all([b"000000001\n00000", b"0002"])
+    assert (numbers, outcome) == ([1], Outcome.MORE)
+
+
+def test_megabytes_without_a_newline_are_rejected_within_the_first_line() -> None:
+    framer = LineFramer()
+    framed = framer.feed(b"1" * 1_000_000)
+    assert framed.outcome is Outcome.INVALID
+    assert framed.chunks == ()
+
+
+def test_one_bad_byte_in_a_large_buffer_keeps_exactly_the_lines_before() -> None:
+    lines = [f"{n:09d}\n".encode() for n in range(100_000)]
+    lines[54_321] = b"00005432x\n"
+    framed = LineFramer().feed(b"".join(lines))
+    assert framed.outcome is Outcome.INVALID
+    assert numbers_of(framed) == list(range(54_321))
+
+
+def test_parse_numbers_reads_all_nine_digits() -> None:
+    records = np.frombuffer(b"000000000\n999999999\n100000001\n", dtype=np.uint8)
+    assert parse_numbers(records.reshape(3, 10)).tolist() == [0, 999_999_999, 100_000_001]
+    assert parse_numbers(records.reshape(3, 10)).dtype == np.uint32
+
+
+# Reference model -----------------------------------------------------------------------------
+
+
+def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
+    """Read the spec literally, byte by byte: numbers kept, outcome, index where decided."""
+    numbers: list[int] = []
+    line = b""
+    for index, byte in enumerate(stream):
+        line += bytes([byte])
+        if line == b"terminate\n":
+            return numbers, Outcome.TERMINATE, index
+        if byte == ord("\n"):
+            if len(line) == 10 and line[:9].isdigit():
+                numbers.append(int(line[:9]))
+                line = b""
+                continue
+            return numbers, Outcome.INVALID, index
+        if not (len(line) <= 9 and (line.isdigit() or b"terminate".startswith(line))):
+            return numbers, Outcome.INVALID, index
+    return numbers, Outcome.MORE, None
+
+
+number_lines = st.integers(0, 999_999_999).map(lambda n: f"{n:09d}\n".encode())
+near_misses = st.sampled_from(
+    [b"12345678\n", b"1234567890\n", b"123456789\r\n", b"terminate\r\n", b"termin", b"\n"]
+)
+pieces = st.one_of(
+    number_lines, number_lines, number_lines, st.just(b"terminate\n"), near_misses, st.binary()
+)
+
+
+@given(st.lists(pieces, max_size=30), st.lists(st.integers(0, 400), max_size=20))
+def test_framer_matches_the_reference_for_any_stream_cut_anywhere(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(parts)
+    bounds = sorted({0, len(stream), *(min(cut, len(stream)) for cut in cuts)})
+    buffers = [stream[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+    expected_numbers, expected_outcome, decided_at = reference(stream)
+    numbers, outcome, used = feed_all(buffers)
+
+    assert (numbers, outcome) == (expected_numbers, expected_outcome)
+    if decided_at is not None:
+        # The framer stops at the buffer holding the deciding byte, not later.
+        assert bounds[used - 1] <= decided_at < bounds[used]

@@ -1,0 +1,242 @@
+"""The server over real TCP, started in the test's own nursery.
+
+Rules: localhost only (127.0.0.1), port 0 so tests never collide, the real clock (an autojump
+clock would jump while a loopback round trip leaves every task blocked), a temporary log
+file, and an absolute timeout on every test so none can hang.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ParamSpec
+
+import attrs
+import pytest
+import trio
+
+from numlog_trio import ListenError, ServerConfig, Totals, serve
+
+P = ParamSpec("P")
+TIMEOUT = 10
+
+
+def fail_after(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """Fail the decorated test if it runs longer than ``seconds`` (real time)."""
+
+    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> None:
+            with trio.fail_after(seconds):
+                await test(*args, **kwargs)
+
+        return timed
+
+    return decorate
+
+
+@attrs.define(eq=False)
+class RunningServer:
+    port: int
+    log: Path
+    done: trio.Event = attrs.Factory(trio.Event)
+    totals: Totals | None = None
+    reports: list[str] = attrs.Factory(list)
+    clients: list[trio.SocketStream] = attrs.Factory(list)
+
+    async def connect(self) -> trio.SocketStream:
+        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        self.clients.append(stream)
+        return stream
+
+    def logged(self) -> list[bytes]:
+        return self.log.read_bytes().splitlines(keepends=True)
+
+    async def wait_until_logged(self, count: int) -> None:
+        while len(self.logged()) < count:  # noqa: ASYNC110 (the file is what we observe)
+            await trio.sleep(0.01)
+
+    async def wait_until_stopped(self) -> Totals:
+        await self.done.wait()
+        assert self.totals is not None
+        return self.totals
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
+    """Start servers in the test's nursery, with ServerConfig options as keywords."""
+    started: list[RunningServer] = []
+    with ExitStack() as files:
+
+        async def start(**options: Any) -> RunningServer:
+            log = tmp_path / f"numbers-{len(started)}.log"
+            file = files.enter_context(log.open("wb"))
+            config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
+            running = RunningServer(port=0, log=log)
+            started.append(running)
+
+            async def run(task_status: trio.TaskStatus[int]) -> None:
+                emit = running.reports.append
+                running.totals = await serve(
+                    config, file, emit_report=emit, task_status=task_status
+                )
+                running.done.set()
+
+            running.port = await nursery.start(run)
+            return running
+
+        yield start
+        for running in started:
+            for client in running.clients:
+                await client.aclose()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> RunningServer:
+    return await start_server()
+
+
+async def is_closed_by_server(stream: trio.SocketStream) -> bool:
+    """Wait for the server to close the connection; True if it sent nothing before."""
+    try:
+        return await stream.receive_some() == b""
+    except trio.BrokenResourceError:
+        return True  # reset: the server closed with our data unread
+
+
+def lines(*numbers: int) -> bytes:
+    return "".join(f"{n:09d}\n" for n in numbers).encode()
+
+
+@fail_after(TIMEOUT)
+async def test_numbers_from_several_clients_are_logged_once(server: RunningServer) -> None:
+    first, second = await server.connect(), await server.connect()
+    await first.send_all(lines(1, 2, 3, 2))
+    await second.send_all(lines(3, 4, 999_999_999, 0))
+    await server.wait_until_logged(6)
+    await first.send_all(b"terminate\n")
+    assert await server.wait_until_stopped() == Totals(unique=6, duplicates=2)
+    assert sorted(server.logged()) == sorted(lines(0, 1, 2, 3, 4, 999_999_999).splitlines(True))
+
+
+@fail_after(TIMEOUT)
+async def test_terminate_after_numbers_in_the_same_packet_keeps_them(
+    server: RunningServer,
+) -> None:
+    client = await server.connect()
+    await client.send_all(lines(*range(1000)) + b"terminate\n" + lines(5000))
+    assert await server.wait_until_stopped() == Totals(unique=1000, duplicates=0)
+    assert server.logged() == lines(*range(1000)).splitlines(keepends=True)
+
+
+@fail_after(TIMEOUT)
+async def test_terminate_disconnects_every_client_waiting_ones_too(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_clients=2)
+    served, terminator, waiting = [await server.connect() for _ in range(3)]
+    await served.send_all(lines(7))
+    await server.wait_until_logged(1)
+    await terminator.send_all(b"terminate\n")
+    for stream in (served, terminator, waiting):
+        assert await is_closed_by_server(stream)
+    assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
+    assert server.logged() == [lines(7)]
+
+
+@fail_after(TIMEOUT)
+async def test_a_sixth_client_waits_unread_until_a_slot_frees(server: RunningServer) -> None:
+    holders = [await server.connect() for _ in range(5)]
+    for index, holder in enumerate(holders):
+        await holder.send_all(lines(index))
+    await server.wait_until_logged(5)
+    sixth = await server.connect()
+    await sixth.send_all(lines(6) + b"terminate\n")
+    await trio.sleep(0.3)
+    assert len(server.logged()) == 5
+    assert not server.done.is_set()
+
+    await holders[0].aclose()
+    assert await server.wait_until_stopped() == Totals(unique=6, duplicates=0)
+    assert server.logged()[-1] == lines(6)
+
+
+@fail_after(TIMEOUT)
+async def test_max_clients_sets_the_number_of_slots(start_server: StartServer) -> None:
+    server = await start_server(max_clients=1)
+    holder, second = await server.connect(), await server.connect()
+    await holder.send_all(lines(1))
+    await second.send_all(lines(2) + b"terminate\n")
+    await trio.sleep(0.3)
+    assert server.logged() == [lines(1)]
+    await holder.send_all(b"terminate\n")
+    assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
+
+
+@fail_after(TIMEOUT)
+async def test_an_invalid_line_closes_only_that_connection(server: RunningServer) -> None:
+    bystander = await server.connect()
+    offender = await server.connect()
+    await offender.send_all(lines(1, 2) + b"12345678\n" + lines(3))
+    assert await is_closed_by_server(offender)
+    await bystander.send_all(lines(4))
+    await server.wait_until_logged(3)
+    await bystander.send_all(b"terminate\n")
+    await server.wait_until_stopped()
+    assert server.logged() == lines(1, 2, 4).splitlines(keepends=True)
+
+
+@fail_after(TIMEOUT)
+async def test_a_stream_without_newlines_is_cut_off_at_once(server: RunningServer) -> None:
+    offender = await server.connect()
+    try:
+        with trio.move_on_after(2) as stuck:
+            await offender.send_all(b"1" * 20_000_000)
+        # Sending 20 MB into a closed connection fails long before it is all sent.
+    except trio.BrokenResourceError:
+        pass
+    else:
+        assert not stuck.cancelled_caught, "the server kept reading a line without end"
+        assert await is_closed_by_server(offender)
+    witness = await server.connect()
+    await witness.send_all(lines(5) + b"terminate\n")
+    assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
+
+
+@fail_after(TIMEOUT)
+async def test_a_partial_line_at_end_of_stream_is_discarded(server: RunningServer) -> None:
+    client = await server.connect()
+    await client.send_all(lines(1) + b"00000")
+    await client.send_eof()
+    assert await is_closed_by_server(client)
+    other = await server.connect()
+    await other.send_all(b"terminate\n")
+    assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
+    assert server.logged() == [lines(1)]
+
+
+@fail_after(TIMEOUT)
+async def test_reports_are_printed_while_serving(start_server: StartServer) -> None:
+    server = await start_server(report_interval=0.1)
+    client = await server.connect()
+    await client.send_all(lines(1, 2, 2))
+    while not any(line.endswith("total: 2") for line in server.reports):  # noqa: ASYNC110
+        await trio.sleep(0.01)
+    assert "Received 2 unique numbers, 1 duplicates. Unique total: 2" in server.reports
+
+
+@fail_after(TIMEOUT)
+async def test_a_port_in_use_fails_with_a_listen_error(tmp_path: Path) -> None:
+    with trio.socket.socket() as taken, (tmp_path / "numbers.log").open("wb") as file:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = ServerConfig(host="127.0.0.1", port=taken.getsockname()[1], handle_signals=False)
+        with pytest.RaisesGroup(ListenError, flatten_subgroups=True):
+            await serve(config, file)
