@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
             "and duplicate numbers every report interval. A client sending 'terminate' shuts "
             "the server down, as do SIGINT and SIGTERM."
         ),
+        epilog=(
+            "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
+            "bound or the log cannot be written; 2 for a bad option."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
