@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host",
         default=_DEFAULTS.host,
-        help="address to listen on; 0.0.0.0 or :: for all interfaces",
+        help="address to listen on; 0.0.0.0 for all IPv4 interfaces, :: for all IPv6 ones",
     )
     parser.add_argument(
         "--port", type=_port, default=_DEFAULTS.port, help="TCP port; 0 picks a free port"
@@ -123,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_interval=args.report_interval,
     )
     try:
-        # Opened before the event loop starts, so a bad path fails before anything listens.
-        log_file = open(args.log_file, "wb")  # noqa: SIM115 (closed by the with below)
+        # Opened (not yet emptied) before the event loop starts, so a path that cannot be
+        # written fails before anything listens; serve() empties it once the port is bound.
+        log_file = open(args.log_file, "ab")  # noqa: SIM115 (closed by the with below)
     except OSError as error:
         logger.error("cannot open log file %s: %s", args.log_file, error.strerror)
         return 1

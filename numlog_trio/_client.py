@@ -39,14 +39,27 @@ def as_line(typed: bytes) -> bytes:
     return typed.rstrip(b"\r\n") + os.linesep.encode()
 
 
+def split_lines(pending: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    """Add a chunk of input to the unfinished line; return the complete lines and the rest."""
+    *complete, rest = (pending + chunk).split(b"\n")
+    return complete, rest
+
+
 async def _send_typed_lines(stream: trio.SocketStream) -> None:
+    stdin = sys.stdin.fileno()
+    pending = b""
     while True:
-        # Blocking reads of a terminal belong in a thread; abandoning it lets us exit at once.
-        typed = await trio.to_thread.run_sync(sys.stdin.buffer.readline, abandon_on_cancel=True)
-        if not typed:
+        # A blocking read of the terminal runs in a thread, abandoned if the server closes
+        # first. os.read takes no lock of the interpreter's (sys.stdin.buffer would), so the
+        # abandoned thread cannot block the interpreter's exit.
+        chunk = await trio.to_thread.run_sync(os.read, stdin, 65536, abandon_on_cancel=True)
+        if not chunk:
+            if pending:
+                await stream.send_all(as_line(pending))
             await stream.send_eof()
             return
-        await stream.send_all(as_line(typed))
+        complete, pending = split_lines(pending, chunk)
+        await stream.send_all(b"".join(as_line(typed) for typed in complete))
 
 
 async def _wait_for_close(stream: trio.SocketStream) -> None:

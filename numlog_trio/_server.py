@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
-from functools import partial
 from typing import BinaryIO, Final, final
 
 import attrs
@@ -110,7 +109,8 @@ async def serve(
 
     Args:
         config: Address and limits.
-        log_file: The log, open for writing in binary mode, already truncated.
+        log_file: The log, open for appending in binary mode. It is emptied once the
+            address is bound, before any client is served.
         emit_report: Receives each report line.
         task_status: Given the bound port once the server accepts connections.
 
@@ -132,13 +132,14 @@ async def serve(
                 trio.CapacityLimiter(config.max_clients), send_batches, serving.cancel_scope
             )
             try:
-                listeners = await serving.start(
-                    partial(trio.serve_tcp, handler, config.port, host=config.host)
-                )
+                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
             except OSError as error:
                 raise ListenError(
                     f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
                 ) from error
+            # Emptied only once the address is bound: a failed start leaves an old log alone.
+            log_file.truncate(0)
+            await serving.start(trio.serve_listeners, handler, listeners)
             serving.start_soon(
                 report_periodically, config.report_interval, lambda: writer.totals, emit_report
             )

@@ -77,7 +77,10 @@ async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
 
         async def start(**options: Any) -> RunningServer:
             log = tmp_path / f"numbers-{len(started)}.log"
-            file = files.enter_context(log.open("wb"))
+            # Left from an earlier run: every check of the log's content also checks that
+            # the server empties it at start.
+            log.write_bytes(b"000000999\n")
+            file = files.enter_context(log.open("ab"))
             config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
             running = RunningServer(port=0, log=log)
             started.append(running)
@@ -233,10 +236,20 @@ async def test_reports_are_printed_while_serving(start_server: StartServer) -> N
 
 
 @fail_after(TIMEOUT)
-async def test_a_port_in_use_fails_with_a_listen_error(tmp_path: Path) -> None:
-    with trio.socket.socket() as taken, (tmp_path / "numbers.log").open("wb") as file:
+async def test_a_port_in_use_fails_with_a_listen_error_and_keeps_the_old_log(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "numbers.log"
+    log.write_bytes(b"000000001\n")
+    with trio.socket.socket() as taken, log.open("ab") as file:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = ServerConfig(host="127.0.0.1", port=taken.getsockname()[1], handle_signals=False)
         with pytest.RaisesGroup(ListenError, flatten_subgroups=True):
             await serve(config, file)
+    assert log.read_bytes() == b"000000001\n"
+
+
+@fail_after(TIMEOUT)
+async def test_the_log_is_emptied_once_serving_starts(server: RunningServer) -> None:
+    assert server.logged() == []

@@ -1,0 +1,314 @@
+"""Helpers shared by the subprocess tests of the installed commands.
+
+Every server started here listens on 127.0.0.1 with port 0 (a free port picked by the
+operating system), runs in the test's temporary directory and is killed when the test ends,
+whether it passed or not. Every wait is bounded by an absolute timeout, so no test can hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+HOST: Final = "127.0.0.1"
+TIMEOUT: Final = 10.0
+"""Upper bound in seconds of any single wait; a healthy run needs a small fraction of it."""
+
+NL: Final = os.linesep.encode()
+"""The server-native newline that ends every input line and every logged number."""
+
+SERVER_MODULE: Final = (sys.executable, "-m", "numlog_trio")
+CLIENT_MODULE: Final = (sys.executable, "-c", "from numlog_trio._client import run; run()")
+
+REPORT: Final = re.compile(
+    r"^Received (\d+) unique numbers, (\d+) duplicates\. Unique total: (\d+)$"
+)
+LISTENING: Final = re.compile(rb"listening on \S+ port (\d+)")
+
+
+def console_script(name: str) -> str:
+    """Return the path of an installed console script, preferring this interpreter's scripts."""
+    found = shutil.which(name, path=sysconfig.get_path("scripts")) or shutil.which(name)
+    assert found is not None, f"console script {name!r} is not installed"
+    return found
+
+
+def line(number: str) -> bytes:
+    """Return one input line: the text followed by the server-native newline."""
+    return number.encode() + NL
+
+
+def lines(*numbers: str) -> bytes:
+    """Return input lines for several numbers, in order."""
+    return b"".join(line(number) for number in numbers)
+
+
+def connect(port: int) -> socket.socket:
+    """Open a blocking TCP connection to the server, with a timeout on every operation."""
+    return socket.create_connection((HOST, port), timeout=TIMEOUT)
+
+
+def wait_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
+    """Read until the server closes the connection; return what it sent (it should send nothing).
+
+    Raises:
+        TimeoutError: The connection was still open after ``timeout`` seconds.
+    """
+    sock.settimeout(timeout)
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def is_open_after(sock: socket.socket, seconds: float) -> bool:
+    """Tell whether the server keeps the connection open, silently, for ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        chunk = sock.recv(4096)
+    except TimeoutError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.settimeout(TIMEOUT)
+    assert not chunk, f"the server sent {chunk!r}"
+    return False
+
+
+def send_and_close(port: int, data: bytes) -> None:
+    """Send data, half-close, and wait until the server has read it all and closed too."""
+    with connect(port) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        assert wait_closed(sock) == b""
+
+
+def send_terminate(port: int) -> None:
+    """Send ``terminate`` and wait until the server closes the connection."""
+    with connect(port) as sock:
+        sock.sendall(line("terminate"))
+        assert wait_closed(sock) == b""
+
+
+def logged(directory: Path) -> list[bytes]:
+    """Return the lines of ``numbers.log`` in ``directory``, each with its newline, sorted."""
+    return sorted((directory / "numbers.log").read_bytes().splitlines(keepends=True))
+
+
+def report_counts(stdout: str) -> list[tuple[int, int, int]]:
+    """Parse report lines; fail if stdout holds anything else.
+
+    Returns:
+        ``(unique, duplicates, unique_total)`` of each report, in order.
+    """
+    counts: list[tuple[int, int, int]] = []
+    for text in stdout.splitlines():
+        match = REPORT.match(text)
+        assert match is not None, f"not a report line: {text!r}"
+        unique, duplicates, total = (int(group) for group in match.groups())
+        counts.append((unique, duplicates, total))
+    return counts
+
+
+def sums(counts: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+    """Return the unique and duplicate counts summed over reports.
+
+    Also checks that each report's unique total is the sum of the unique counts so far.
+    """
+    unique = duplicates = 0
+    for new_unique, new_duplicates, total in counts:
+        unique += new_unique
+        duplicates += new_duplicates
+        assert total == unique, f"unique total {total} is not the sum of reports {unique}"
+    return unique, duplicates
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a server process ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Server:
+    """A server process and what it has printed so far."""
+
+    def __init__(self, process: subprocess.Popen[bytes], directory: Path) -> None:
+        self.process = process
+        self.directory = directory
+        self.port = 0
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self._stdout = process.stdout
+        self._stderr = process.stderr
+        self._output = {self._stdout: bytearray(), self._stderr: bytearray()}
+
+    def wait_listening(self) -> None:
+        """Read standard error until the server says it listens, and take the port from it."""
+        self.read_until(lambda: LISTENING.search(self._output[self._stderr]) is not None)
+        match = LISTENING.search(self._output[self._stderr])
+        assert match is not None
+        self.port = int(match[1])
+
+    @property
+    def stdout(self) -> str:
+        """Standard output read so far."""
+        return self._output[self._stdout].decode()
+
+    @property
+    def stderr(self) -> str:
+        """Standard error read so far."""
+        return self._output[self._stderr].decode()
+
+    def read_until(self, done: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        """Read both output pipes until ``done()`` is true.
+
+        Raises:
+            AssertionError: The process closed its output, or ``timeout`` seconds passed,
+                before ``done()`` became true.
+        """
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            for pipe in self._output:
+                if not pipe.closed:
+                    selector.register(pipe, selectors.EVENT_READ)
+            while not done():
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"timed out; stdout {self.stdout!r}, stderr {self.stderr!r}"
+                assert selector.get_map(), f"server exited; stderr {self.stderr!r}"
+                for key, _ in selector.select(remaining):
+                    pipe = self._stdout if key.fileobj is self._stdout else self._stderr
+                    chunk = os.read(pipe.fileno(), 65536)
+                    if chunk:
+                        self._output[pipe] += chunk
+                    else:
+                        selector.unregister(pipe)
+
+    def reports(self) -> list[tuple[int, int, int]]:
+        """Return the complete reports read so far (see :func:`report_counts`)."""
+        text = self.stdout
+        return report_counts(text[: text.rfind("\n") + 1])
+
+    def report_sums(self) -> tuple[int, int]:
+        """Return the unique and duplicate counts summed over the complete reports read so far."""
+        return sums(self.reports())
+
+    def wait_for_next_report(self, timeout: float = TIMEOUT) -> tuple[int, int, int]:
+        """Read until one more report is complete, and return it."""
+        seen = len(self.reports())
+        self.read_until(lambda: len(self.reports()) > seen, timeout)
+        return self.reports()[seen]
+
+    def wait_for_report(self, done: Callable[[int, int], bool], timeout: float = TIMEOUT) -> None:
+        """Read reports until ``done(unique, duplicates)`` holds for the counts summed so far."""
+        self.read_until(lambda: done(*self.report_sums()), timeout)
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send a signal to the server."""
+        self.process.send_signal(signum)
+
+    def finish(self, timeout: float = TIMEOUT) -> Finished:
+        """Wait for the server to exit by itself and return all it printed.
+
+        Raises:
+            subprocess.TimeoutExpired: It was still running after ``timeout`` seconds (the
+                process is then killed by :func:`running_server`).
+        """
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        self._output[self._stdout] += stdout
+        self._output[self._stderr] += stderr
+        return Finished(self.process.returncode, self.stdout, self.stderr)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.communicate(timeout=TIMEOUT)
+    finally:
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def running_server(
+    directory: Path, *options: str, command: Sequence[str] = SERVER_MODULE
+) -> Iterator[Server]:
+    """Start a server on a free port of 127.0.0.1 in ``directory`` and wait until it listens.
+
+    Args:
+        directory: Working directory of the server, where it writes ``numbers.log``.
+        options: More command-line options.
+        command: How to run the server command.
+
+    Yields:
+        The listening server, with its port. It is killed on exit unless it has ended.
+    """
+    process = subprocess.Popen(
+        [*command, "--host", HOST, "--port", "0", *options],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    try:
+        server = Server(process, directory)
+        server.wait_listening()
+        yield server
+    finally:
+        _stop(process)
+
+
+def run_server(directory: Path, *options: str) -> Finished:
+    """Run a server that is expected to exit by itself (bad options, failure to start).
+
+    ``options`` come after ``--host 127.0.0.1 --port 0``, so they may override both, and a
+    server that starts by mistake never listens on the default port.
+    """
+    completed = subprocess.run(
+        [*SERVER_MODULE, "--host", HOST, "--port", "0", *options],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
+
+
+def run_client(
+    directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
+) -> Finished:
+    """Run the client with ``typed`` on its standard input, until it exits."""
+    completed = subprocess.run(
+        [*command, "--host", HOST, "--port", str(port)],
+        cwd=directory,
+        input=typed,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())

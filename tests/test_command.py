@@ -1,0 +1,254 @@
+"""Subprocess tests of the installed ``numlog-trio`` command (``python -m numlog_trio``).
+
+Rules for every test here:
+
+- localhost only: servers listen on 127.0.0.1 and clients are plain blocking sockets;
+- port 0: the operating system picks a free port, read back from the server's stderr line, so
+  tests never use port 4000 and never collide;
+- a temporary directory (pytest's ``tmp_path``) is the server's working directory and holds
+  its ``numbers.log``;
+- an absolute timeout bounds every wait (process, pipe and socket), and a server still running
+  when a test ends is killed, so no test can hang.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from _helpers import (
+    HOST,
+    connect,
+    console_script,
+    is_open_after,
+    line,
+    lines,
+    logged,
+    report_counts,
+    run_server,
+    running_server,
+    send_and_close,
+    send_terminate,
+    sums,
+    wait_closed,
+)
+
+QUICK = 3.0
+"""Seconds within which a server asked to shut down must have exited."""
+
+
+def _assert_one_line_error(stderr: str) -> None:
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("numlog-trio: "), stderr
+    assert "Traceback" not in stderr
+
+
+def test_numbers_are_logged_once_each_with_leading_zeros(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        send_and_close(server.port, lines("000000001", "007007009", "314159265", "000000001"))
+        send_and_close(server.port, lines("007007009", "000000000", "999999999"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert logged(tmp_path) == [
+        line("000000000"),
+        line("000000001"),
+        line("007007009"),
+        line("314159265"),
+        line("999999999"),
+    ]
+
+
+def test_terminate_exits_quickly_and_stdout_holds_only_reports(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path, "--report-interval", "0.1") as server,
+        connect(server.port) as idle,
+    ):
+        send_and_close(server.port, lines("000000001", "000000002"))
+        server.wait_for_report(lambda unique, _: unique == 2)
+        started = time.monotonic()
+        with connect(server.port) as terminating:
+            # Numbers before terminate, in the same stream, still reach the log.
+            terminating.sendall(lines("000000003", "terminate"))
+            finished = server.finish(timeout=QUICK)
+            elapsed = time.monotonic() - started
+            assert wait_closed(terminating) == b""
+        # The idle client was disconnected, and shutdown did not wait for it to leave.
+        assert wait_closed(idle) == b""
+    assert finished.returncode == 0, finished.stderr
+    assert elapsed < QUICK
+    counts = report_counts(finished.stdout)
+    assert counts
+    assert sums(counts)[0] in {2, 3}
+    assert logged(tmp_path) == [line("000000001"), line("000000002"), line("000000003")]
+
+
+def test_reports_count_new_unique_and_duplicate_numbers(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--report-interval", "0.2") as server:
+        send_and_close(server.port, lines("000000001", "000000002", "000000001", "000000003"))
+        send_and_close(server.port, lines("000000002"))
+        server.wait_for_report(lambda unique, duplicates: unique >= 3 and duplicates >= 2)
+        assert server.report_sums() == (3, 2)
+        assert "Unique total: 3" in server.stdout
+        # Counts are per period: with nothing new, the next report has only the total.
+        assert server.wait_for_next_report() == (0, 0, 3)
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert sums(report_counts(finished.stdout)) == (3, 2)
+
+
+def test_log_is_cleared_at_start(tmp_path: Path) -> None:
+    log = tmp_path / "numbers.log"
+    log.write_bytes(b"junk from an earlier run\n" + lines("123456789", "000000042"))
+    with running_server(tmp_path) as server:
+        assert log.read_bytes() == b""
+        send_and_close(server.port, lines("000000042"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert logged(tmp_path) == [line("000000042")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_exits_cleanly_and_keeps_the_numbers_received(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    with running_server(tmp_path) as server, connect(server.port) as idle:
+        # The server closes after the client's end of stream: everything sent has been read.
+        send_and_close(server.port, lines("000000001", "000000002", "000000001"))
+        send_and_close(server.port, lines("000000003"))
+        server.signal(signum)
+        finished = server.finish(timeout=QUICK)
+        assert wait_closed(idle) == b""
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    report_counts(finished.stdout)
+    assert logged(tmp_path) == [line("000000001"), line("000000002"), line("000000003")]
+
+
+def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -> None:
+    (tmp_path / "numbers.log").write_bytes(b"000000001\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = run_server(tmp_path, "--host", HOST, "--port", str(port))
+    assert finished.returncode != 0
+    _assert_one_line_error(finished.stderr)
+    assert str(port) in finished.stderr
+    assert "listening" not in finished.stderr
+    assert finished.stdout == ""
+    assert (tmp_path / "numbers.log").read_bytes() == b"000000001\n"
+
+
+@pytest.mark.parametrize("log_file", ["missing/numbers.log", "."], ids=["missing-dir", "a-dir"])
+def test_unwritable_log_file_fails_before_listening(tmp_path: Path, log_file: str) -> None:
+    finished = run_server(tmp_path, "--log-file", log_file)
+    assert finished.returncode != 0
+    _assert_one_line_error(finished.stderr)
+    assert "listening" not in finished.stderr
+    assert finished.stdout == ""
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--port", "70000"),
+        ("--port", "-1"),
+        ("--port", "http"),
+        ("--max-clients", "0"),
+        ("--report-interval", "0"),
+        ("--report-interval", "soon"),
+        ("--no-such-option",),
+    ],
+    ids=" ".join,
+)
+def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[str, ...]) -> None:
+    finished = run_server(tmp_path, *options)
+    assert finished.returncode == 2
+    _assert_one_line_error(finished.stderr)
+    assert finished.stdout == ""
+    assert not (tmp_path / "numbers.log").exists()
+
+
+def test_help_mentions_every_option(tmp_path: Path) -> None:
+    finished = run_server(tmp_path, "--help")
+    assert finished.returncode == 0
+    assert finished.stderr == ""
+    for option in ("--host", "--port", "--log-file", "--max-clients", "--report-interval"):
+        assert option in finished.stdout
+    assert "-v, --verbose" in finished.stdout
+    assert not (tmp_path / "numbers.log").exists()
+
+
+def test_console_script_serves_and_terminates(tmp_path: Path) -> None:
+    command = [console_script("numlog-trio")]
+    with running_server(tmp_path, command=command) as server:
+        send_and_close(server.port, lines("000000777", "000000777"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert logged(tmp_path) == [line("000000777")]
+
+
+def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
+    invalid_lines = [
+        b"12345678" + line(""),
+        b"0000000001" + line(""),
+        b"00000000a" + line(""),
+        b" 00000001" + line(""),
+        b"000000001\r" + line(""),
+        line(""),
+        line("terminate "),
+        line("TERMINATE"),
+    ]
+    with running_server(tmp_path) as server:
+        for index, invalid in enumerate(invalid_lines):
+            before, after = f"{index:09d}", f"{100 + index:09d}"
+            with connect(server.port) as sock:
+                # No end of stream from the client: the invalid line alone ends the connection.
+                sock.sendall(line(before) + invalid + line(after))
+                assert wait_closed(sock) == b"", invalid
+        send_and_close(server.port, lines("000000999"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    expected = [line(f"{index:09d}") for index in range(len(invalid_lines))]
+    assert logged(tmp_path) == [*expected, line("000000999")]
+
+
+@pytest.mark.parametrize(
+    ("options", "limit"), [((), 5), (("--max-clients", "2"), 2)], ids=["default", "max-2"]
+)
+def test_clients_beyond_the_limit_wait_unread(
+    tmp_path: Path, options: tuple[str, ...], limit: int
+) -> None:
+    with (
+        running_server(tmp_path, "--report-interval", "0.1", *options) as server,
+        ExitStack() as stack,
+    ):
+        served = [stack.enter_context(connect(server.port)) for _ in range(limit)]
+        for index, sock in enumerate(served):
+            sock.sendall(line(f"{index:09d}"))
+        server.wait_for_report(lambda unique, _: unique == limit)
+        waiting = stack.enter_context(connect(server.port))
+        waiting.sendall(line("000000999"))
+        waiting.shutdown(socket.SHUT_WR)
+        # Had the server read it, the end of stream would have made it close the connection.
+        assert is_open_after(waiting, 0.5)
+        assert server.report_sums() == (limit, 0)
+        served[0].shutdown(socket.SHUT_WR)
+        assert wait_closed(served[0]) == b""
+        assert wait_closed(waiting) == b""
+        server.wait_for_report(lambda unique, _: unique == limit + 1)
+        send_terminate(server.port)
+        finished = server.finish(timeout=QUICK)
+    assert finished.returncode == 0, finished.stderr
+    assert logged(tmp_path) == [*(line(f"{i:09d}") for i in range(limit)), line("000000999")]
