@@ -5,6 +5,7 @@ The public names are re-exported here; the modules behind them are private.
 
 from ._dedup import SeenNumbers as SeenNumbers
 from ._errors import ListenError as ListenError
+from ._errors import LogOpenError as LogOpenError
 from ._errors import LogWriteError as LogWriteError
 from ._errors import ServiceError as ServiceError
 from ._framing import Framed as Framed

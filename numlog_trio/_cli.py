@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import BinaryIO, NoReturn
+from functools import partial
+from typing import NoReturn
 
 import trio
 
 from ._errors import ServiceError
 from ._server import ServerConfig, logger, serve
+from ._writer import LogWriter
 
 _DEFAULTS = ServerConfig()
 PROG = "numlog-trio"
@@ -100,12 +103,41 @@ def _configure_logging(verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-async def _serve_and_announce(config: ServerConfig, log_file: BinaryIO) -> None:
+def print_report(line: str) -> None:
+    """Write a report line to standard output at once, even when it is a pipe.
+
+    If the reader of standard output has gone (a closed pipe), say so once on stderr and
+    send later reports to /dev/null: the server goes on logging numbers.
+    """
+    try:
+        print(line, flush=True)
+    except OSError as error:
+        logger.error("cannot write reports to standard output (%s): reports stop", error.strerror)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+async def _serve_and_announce(config: ServerConfig, writer: LogWriter) -> None:
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve, config, log_file)
-        logger.info(
-            "listening on %s port %d, writing %s", config.host, port, getattr(log_file, "name", "")
-        )
+        port = await nursery.start(partial(serve, config, writer, emit_report=print_report))
+        logger.info("listening on %s port %d, writing %s", config.host, port, writer.name)
+
+
+def _serve(config: ServerConfig, writer: LogWriter) -> int:
+    try:
+        trio.run(_serve_and_announce, config, writer)
+    except* ServiceError as group:
+        for fault in _leaves(group):
+            logger.error("%s", fault)
+        return_status = 1
+    except* KeyboardInterrupt:
+        # Ctrl-C is a clean shutdown while serving; this is one during start-up or exit.
+        logger.error("interrupted")
+        return_status = 130
+    else:
+        return_status = 0
+    return return_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,25 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_interval=args.report_interval,
     )
     try:
-        # Opened (not yet emptied) before the event loop starts, so a path that cannot be
-        # written fails before anything listens; serve() empties it once the port is bound.
-        log_file = open(args.log_file, "ab")  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        logger.error("cannot open log file %s: %s", args.log_file, error.strerror)
+        # Opened, not yet emptied, before the event loop starts: a path that cannot be written
+        # fails before anything listens, and serve() empties the log once the port is bound.
+        with LogWriter.open(args.log_file) as writer:
+            return _serve(config, writer)
+    except ServiceError as error:
+        logger.error("%s", error)
         return 1
-    status = 0
-    with log_file:
-        try:
-            trio.run(_serve_and_announce, config, log_file)
-        except* ServiceError as group:
-            for fault in _leaves(group):
-                logger.error("%s", fault)
-            status = 1
-        except* KeyboardInterrupt:
-            # Only a second Ctrl-C, while the log is being drained, gets here.
-            logger.error("interrupted: numbers still queued may be missing from the log")
-            status = 130
-    return status
 
 
 def _leaves(group: BaseExceptionGroup[ServiceError]) -> list[ServiceError]:

@@ -13,3 +13,7 @@ class ListenError(ServiceError):
 
 class LogWriteError(ServiceError):
     """The log file could not be written; the numbers of the failed batch were not counted."""
+
+
+class LogOpenError(ServiceError):
+    """The log file could not be created or opened for writing."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
-from typing import BinaryIO, Final, final
+from typing import Final, final
 
 import attrs
 import trio
@@ -44,11 +44,6 @@ class ServerConfig:
     handle_signals: bool = True
 
 
-def print_report(line: str) -> None:
-    """Write a report line to standard output at once, even when it is a pipe."""
-    print(line, flush=True)
-
-
 @final
 @attrs.define(eq=False)
 class _ClientHandler:
@@ -84,22 +79,27 @@ class _ClientHandler:
                 return
 
 
-async def _shut_down_on_signal(
+async def _shut_down_on_signals(
     serving: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    # Kept open until the log is synced, so a second signal during the drain cannot kill the
+    # process half way (the default action of SIGTERM) or interrupt it (SIGINT).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
-            logger.info("received %s: shutting down", signal.Signals(signum).name)
-            serving.cancel()
-            return
+            name = signal.Signals(signum).name
+            if serving.cancel_called:
+                logger.info("received %s: already shutting down", name)
+            else:
+                logger.info("received %s: shutting down", name)
+                serving.cancel()
 
 
 async def serve(
     config: ServerConfig,
-    log_file: BinaryIO,
+    writer: LogWriter,
     *,
-    emit_report: Callable[[str], None] = print_report,
+    emit_report: Callable[[str], None],
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> Totals:
     """Run the number server until a client sends terminate (or a signal arrives).
@@ -109,8 +109,8 @@ async def serve(
 
     Args:
         config: Address and limits.
-        log_file: The log, open for appending in binary mode. It is emptied once the
-            address is bound, before any client is served.
+        writer: Owner of the log; the log is emptied once the address is bound, before any
+            client is served, so a failed start leaves an earlier log alone.
         emit_report: Receives each report line.
         task_status: Given the bound port once the server accepts connections.
 
@@ -121,27 +121,32 @@ async def serve(
         ListenError: The address could not be bound.
         LogWriteError: The log could not be written.
     """
-    writer = LogWriter(log_file)
+    serving = trio.CancelScope()
     send_batches, receive_batches = trio.open_memory_channel[Batch](BATCH_QUEUE)
     async with trio.open_nursery() as root:
-        root.start_soon(writer.run, receive_batches)
-        async with send_batches, trio.open_nursery() as serving:
-            if config.handle_signals:
-                await serving.start(_shut_down_on_signal, serving.cancel_scope)
-            handler = _ClientHandler(
-                trio.CapacityLimiter(config.max_clients), send_batches, serving.cancel_scope
-            )
-            try:
-                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-            except OSError as error:
-                raise ListenError(
-                    f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
-                ) from error
-            # Emptied only once the address is bound: a failed start leaves an old log alone.
-            log_file.truncate(0)
-            await serving.start(trio.serve_listeners, handler, listeners)
-            serving.start_soon(
-                report_periodically, config.report_interval, lambda: writer.totals, emit_report
-            )
-            task_status.started(listeners[0].socket.getsockname()[1])
+        if config.handle_signals:
+            await root.start(_shut_down_on_signals, serving)
+        try:
+            listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        except OSError as error:
+            raise ListenError(
+                f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
+            ) from error
+        writer.clear()
+
+        async def write_until_drained() -> None:
+            await writer.run(receive_batches)
+            root.cancel_scope.cancel()  # all is written: stop watching for signals
+
+        root.start_soon(write_until_drained)
+        with serving:
+            async with send_batches, trio.open_nursery() as clients:
+                handler = _ClientHandler(
+                    trio.CapacityLimiter(config.max_clients), send_batches, serving
+                )
+                await clients.start(trio.serve_listeners, handler, listeners)
+                clients.start_soon(
+                    report_periodically, config.report_interval, lambda: writer.totals, emit_report
+                )
+                task_status.started(listeners[0].socket.getsockname()[1])
     return writer.totals

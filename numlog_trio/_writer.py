@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 from collections.abc import Iterable
-from typing import BinaryIO, TypeAlias, final
+from typing import TypeAlias, final
 
 import attrs
 import numpy as np
@@ -12,7 +15,7 @@ import trio
 from numpy.typing import NDArray
 
 from ._dedup import SeenNumbers
-from ._errors import LogWriteError
+from ._errors import LogOpenError, LogWriteError
 from ._framing import parse_numbers
 from ._report import Totals
 
@@ -25,20 +28,70 @@ Batch: TypeAlias = tuple[NDArray[np.uint8], ...]
 class LogWriter:
     """Deduplicate batches of number lines and append the new numbers to the log.
 
+    Each distinct number is written once, as the 10 bytes it arrived as (9 digits and a
+    newline), in order of first arrival. Writes go straight to the file descriptor, with no
+    buffer in between, so what was accepted is with the operating system at once and nothing
+    is left to write (or to fail) when the file is closed.
+
     Args:
-        log_file: The open log, in binary mode. Each distinct number is written once, as
-            the 10 bytes it arrived as (9 digits and a newline), in order of first arrival.
+        fd: The log's file descriptor, open for appending; the writer closes it.
+        name: The log's path, for messages.
     """
 
-    _log_file: BinaryIO
+    _fd: int
+    name: str
     _seen: SeenNumbers = attrs.field(factory=SeenNumbers, init=False)
+    _size: int = attrs.field(default=0, init=False)
     _unique: int = attrs.field(default=0, init=False)
     _duplicates: int = attrs.field(default=0, init=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> LogWriter:
+        """Open (or create) the log for appending, without emptying it yet.
+
+        Raises:
+            LogOpenError: The file cannot be created or opened for writing.
+        """
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            raise LogOpenError(f"cannot open log file {path}: {error.strerror}") from error
+        return cls(fd, os.fspath(path))
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the log.
+
+        Raises:
+            LogWriteError: The operating system reported an error on close.
+        """
+        try:
+            os.close(self._fd)
+        except OSError as error:
+            raise LogWriteError(f"cannot close {self.name}: {error.strerror}") from error
 
     @property
     def totals(self) -> Totals:
         """Counts since the writer was created."""
         return Totals(self._unique, self._duplicates)
+
+    def clear(self) -> None:
+        """Empty the log (a device such as /dev/null is left as it is).
+
+        Raises:
+            LogWriteError: The file could not be emptied.
+        """
+        try:
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, 0)
+        except OSError as error:
+            raise LogWriteError(f"cannot empty {self.name}: {error.strerror}") from error
+        self._size = 0
 
     def accept(self, batch: Iterable[NDArray[np.uint8]]) -> None:
         """Write the new numbers of a batch to the log and count the rest as duplicates.
@@ -47,35 +100,45 @@ class LogWriter:
         so a failed write never leaves a number counted but missing from the log.
 
         Raises:
-            LogWriteError: Writing or flushing the log failed.
+            LogWriteError: Writing the log failed. Whatever part of the failed write reached
+                the file is cut off again, so the log holds exactly the numbers counted.
         """
         for records in batch:
             numbers = parse_numbers(records)
             new = self._seen.find_new(numbers)
-            try:
-                self._log_file.write(records[new.first_sightings].data)
-                self._log_file.flush()
-            except OSError as error:
-                raise LogWriteError(f"cannot write {self._name}: {error.strerror}") from error
+            self._append(records[new.first_sightings].reshape(-1).data)
             self._seen.mark(new)
             self._unique += len(new.values)
             self._duplicates += len(numbers) - len(new.values)
 
+    def _append(self, data: memoryview) -> None:
+        size_before = self._size
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+                self._size += written
+        except OSError as error:
+            self._cut_back_to(size_before)
+            raise LogWriteError(f"cannot write {self.name}: {error.strerror}") from error
+
+    def _cut_back_to(self, size: int) -> None:
+        with contextlib.suppress(OSError):  # best effort: the write error is what we report
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, size)
+                self._size = size
+
     def sync(self) -> None:
-        """Flush the log and wait until the operating system has it on disk.
+        """Wait until the operating system has the log on disk.
 
         Raises:
-            LogWriteError: Flushing or syncing failed.
+            LogWriteError: Syncing failed.
         """
         try:
-            self._log_file.flush()
-            os.fsync(self._log_file.fileno())
+            os.fsync(self._fd)
         except OSError as error:
-            raise LogWriteError(f"cannot sync {self._name}: {error.strerror}") from error
-
-    @property
-    def _name(self) -> str:
-        return str(getattr(self._log_file, "name", "the log file"))
+            if error.errno != errno.EINVAL:  # EINVAL: a device that cannot sync (/dev/null)
+                raise LogWriteError(f"cannot sync {self.name}: {error.strerror}") from error
 
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.

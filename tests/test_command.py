@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -131,6 +132,27 @@ def test_signal_exits_cleanly_and_keeps_the_numbers_received(
     assert logged(tmp_path) == [line("000000001"), line("000000002"), line("000000003")]
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)],
+    ids=["SIGINT-SIGTERM", "SIGTERM-SIGINT"],
+)
+def test_a_second_signal_while_shutting_down_is_ignored(
+    tmp_path: Path, first: signal.Signals, second: signal.Signals
+) -> None:
+    with running_server(tmp_path) as server:
+        send_and_close(server.port, lines("000000001"))
+        # Sent at once, both are pending when the first is handled (a repeat of the same
+        # signal would be merged into one).
+        server.signal(first)
+        server.signal(second)
+        finished = server.finish(timeout=QUICK)
+    assert finished.returncode == 0, finished.stderr
+    assert "already shutting down" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert logged(tmp_path) == [line("000000001")]
+
+
 def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -> None:
     (tmp_path / "numbers.log").write_bytes(b"000000001\n")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
@@ -138,7 +160,7 @@ def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -
         taken.listen()
         port = taken.getsockname()[1]
         finished = run_server(tmp_path, "--host", HOST, "--port", str(port))
-    assert finished.returncode != 0
+    assert finished.returncode == 1
     _assert_one_line_error(finished.stderr)
     assert str(port) in finished.stderr
     assert "listening" not in finished.stderr
@@ -149,11 +171,79 @@ def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -
 @pytest.mark.parametrize("log_file", ["missing/numbers.log", "."], ids=["missing-dir", "a-dir"])
 def test_unwritable_log_file_fails_before_listening(tmp_path: Path, log_file: str) -> None:
     finished = run_server(tmp_path, "--log-file", log_file)
-    assert finished.returncode != 0
+    assert finished.returncode == 1
     _assert_one_line_error(finished.stderr)
     assert "listening" not in finished.stderr
     assert finished.stdout == ""
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_device_can_be_the_log(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--log-file", "/dev/null") as server:
+        send_and_close(server.port, lines("000000001", "000000001"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_a_full_device_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--log-file", "/dev/full") as server:
+        with connect(server.port) as client:
+            client.sendall(lines("000000001"))
+            wait_closed(client)
+        finished = server.finish()
+    assert finished.returncode == 1
+    assert finished.stderr.splitlines()[1:] == [
+        "numlog-trio: cannot write /dev/full: No space left on device"
+    ]
+
+
+FILE_SIZE_LIMIT = 500
+LIMITED_SERVER = (
+    sys.executable,
+    "-c",
+    "import resource, runpy; "
+    f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, {FILE_SIZE_LIMIT})); "
+    "runpy.run_module('numlog_trio', run_name='__main__')",
+)
+
+
+def test_a_disk_filling_up_stops_the_server_and_the_log_keeps_whole_lines(
+    tmp_path: Path,
+) -> None:
+    first = [f"{n:09d}" for n in range(30)]  # 300 bytes: fit
+    second = [f"{n:09d}" for n in range(1000, 1030)]  # 300 more: cross the limit mid-write
+    with running_server(tmp_path, "--report-interval", "0.1", command=LIMITED_SERVER) as server:
+        send_and_close(server.port, lines(*first))
+        server.wait_for_report(lambda unique, _: unique == 30)
+        with connect(server.port) as client:
+            client.sendall(lines(*second))
+            wait_closed(client)
+        finished = server.finish()
+    assert finished.returncode == 1
+    assert "numlog-trio: cannot write numbers.log: File too large" in finished.stderr.splitlines()
+    assert "Traceback" not in finished.stderr
+    # Only what was written in full is in the log, and only that was ever reported.
+    assert logged(tmp_path) == sorted(line(number) for number in first)
+    assert sums(report_counts(finished.stdout)) == (30, 0)
+
+
+def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> None:
+    # The pipeline's reader exits at once, so the server's first report meets a closed pipe.
+    closed_stdout = (
+        "bash",
+        "-c",
+        'set -o pipefail; "$0" -m numlog_trio "$@" | true',
+        sys.executable,
+    )
+    with running_server(tmp_path, "--report-interval", "0.05", command=closed_stdout) as server:
+        server.read_until(lambda: "reports stop" in server.stderr)
+        send_and_close(server.port, lines("000000001"))
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert logged(tmp_path) == [line("000000001")]
 
 
 @pytest.mark.parametrize(

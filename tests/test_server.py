@@ -7,17 +7,22 @@ file, and an absolute timeout on every test so none can hang.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ParamSpec
 
 import attrs
+import numpy as np
 import pytest
 import trio
 
-from numlog_trio import ListenError, ServerConfig, Totals, serve
+from numlog_trio import ListenError, LogWriter, ServerConfig, Totals, serve
 
 P = ParamSpec("P")
 TIMEOUT = 10
@@ -73,14 +78,14 @@ StartServer = Callable[..., Awaitable[RunningServer]]
 async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
     """Start servers in the test's nursery, with ServerConfig options as keywords."""
     started: list[RunningServer] = []
-    with ExitStack() as files:
+    with ExitStack() as writers:
 
         async def start(**options: Any) -> RunningServer:
             log = tmp_path / f"numbers-{len(started)}.log"
             # Left from an earlier run: every check of the log's content also checks that
             # the server empties it at start.
             log.write_bytes(b"000000999\n")
-            file = files.enter_context(log.open("ab"))
+            writer = writers.enter_context(LogWriter.open(log))
             config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
             running = RunningServer(port=0, log=log)
             started.append(running)
@@ -88,7 +93,7 @@ async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
             async def run(task_status: trio.TaskStatus[int]) -> None:
                 emit = running.reports.append
                 running.totals = await serve(
-                    config, file, emit_report=emit, task_status=task_status
+                    config, writer, emit_report=emit, task_status=task_status
                 )
                 running.done.set()
 
@@ -176,6 +181,7 @@ async def test_max_clients_sets_the_number_of_slots(start_server: StartServer) -
     server = await start_server(max_clients=1)
     holder, second = await server.connect(), await server.connect()
     await holder.send_all(lines(1))
+    await server.wait_until_logged(1)
     await second.send_all(lines(2) + b"terminate\n")
     await trio.sleep(0.3)
     assert server.logged() == [lines(1)]
@@ -241,15 +247,73 @@ async def test_a_port_in_use_fails_with_a_listen_error_and_keeps_the_old_log(
 ) -> None:
     log = tmp_path / "numbers.log"
     log.write_bytes(b"000000001\n")
-    with trio.socket.socket() as taken, log.open("ab") as file:
+    with trio.socket.socket() as taken, LogWriter.open(log) as writer:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = ServerConfig(host="127.0.0.1", port=taken.getsockname()[1], handle_signals=False)
         with pytest.RaisesGroup(ListenError, flatten_subgroups=True):
-            await serve(config, file)
+            await serve(config, writer, emit_report=print)
     assert log.read_bytes() == b"000000001\n"
 
 
 @fail_after(TIMEOUT)
 async def test_the_log_is_emptied_once_serving_starts(server: RunningServer) -> None:
     assert server.logged() == []
+
+
+@fail_after(TIMEOUT)
+async def test_a_client_resetting_mid_line_costs_only_its_unfinished_line(
+    server: RunningServer,
+) -> None:
+    resetter = await server.connect()
+    await resetter.send_all(lines(1) + b"0000")
+    await server.wait_until_logged(1)
+    # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+    resetter.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await resetter.aclose()
+    witness = await server.connect()
+    await witness.send_all(lines(2) + b"terminate\n")
+    assert await server.wait_until_stopped() == Totals(unique=2, duplicates=0)
+    assert server.logged() == [lines(1), lines(2)]
+
+
+def numbered_lines(start: int, count: int) -> bytes:
+    """Return lines for start, start + 1, ..., fast enough for megabytes of load."""
+    numbers = np.arange(start, start + count, dtype=np.uint32)
+    table = np.full((count, 10), ord("\n"), dtype=np.uint8)
+    for column in range(8, -1, -1):
+        table[:, column] = ord("0") + numbers % 10
+        numbers //= 10
+    return table.tobytes()
+
+
+@fail_after(30)
+async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_syncs(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    server = await start_server()
+
+    async def flood(stream: trio.SocketStream, base: int) -> None:
+        block = numbered_lines(base, 100_000)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                await stream.send_all(block)
+
+    async with trio.open_nursery() as floods:
+        for index in range(4):
+            floods.start_soon(flood, await server.connect(), (index + 1) * 100_000_000)
+        await server.wait_until_logged(300_000)  # the writer is busy with the floods
+        terminator = await server.connect()
+        await terminator.send_all(numbered_lines(0, 1000) + b"terminate\n")
+        await server.wait_until_stopped()
+    logged = set(server.logged())
+    assert all(line in logged for line in numbered_lines(0, 1000).splitlines(keepends=True))
+    assert synced

@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pytest
 import trio
 from numpy.typing import NDArray
 
-from numlog_trio import LogWriteError, LogWriter, Totals
+from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals
 from numlog_trio._writer import Batch
 
 
@@ -23,8 +22,7 @@ def records(*numbers: int) -> NDArray[np.uint8]:
 
 def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
-    with log.open("wb") as file:
-        writer = LogWriter(file)
+    with LogWriter.open(log) as writer:
         writer.accept((records(42, 7, 42), records(7, 0, 999_999_999)))
         assert writer.totals == Totals(unique=4, duplicates=2)
         writer.accept((records(0),))
@@ -33,50 +31,68 @@ def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) 
     assert writer.totals == Totals(unique=4, duplicates=3)
 
 
-def test_each_batch_reaches_the_file_before_the_next(tmp_path: Path) -> None:
+def test_each_batch_reaches_the_file_when_accepted(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
-    with log.open("wb") as file:
-        LogWriter(file).accept((records(1, 2),))
+    with LogWriter.open(log) as writer:
+        writer.accept((records(1, 2),))
         assert log.read_bytes() == b"000000001\n000000002\n"
 
 
-class FailingFile:
-    """A log whose writes fail, as on a full disk, until told otherwise."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        self.target = target
-        self.failing = True
-        self.name = "numbers.log"
-
-    def write(self, data: object) -> int:
-        if self.failing:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self.target.write(data)  # type: ignore[call-overload, no-any-return]
-
-    def flush(self) -> None:
-        self.target.flush()
-
-    def fileno(self) -> int:
-        return self.target.fileno()
-
-
-def test_numbers_that_failed_to_write_are_neither_counted_nor_marked(tmp_path: Path) -> None:
+def test_opening_keeps_an_old_log_until_it_is_cleared(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
-    with log.open("wb") as file:
-        failing = FailingFile(file)
-        writer = LogWriter(failing)  # type: ignore[arg-type]
-        with pytest.raises(LogWriteError, match="No space left on device"):
-            writer.accept((records(1, 2),))
-        assert writer.totals == Totals()
-        failing.failing = False
-        writer.accept((records(1, 2),))
-        assert writer.totals == Totals(unique=2, duplicates=0)
-    assert log.read_bytes() == b"000000001\n000000002\n"
+    log.write_bytes(b"000000009\n")
+    with LogWriter.open(log) as writer:
+        assert log.read_bytes() == b"000000009\n"
+        writer.clear()
+        writer.accept((records(1),))
+    assert log.read_bytes() == b"000000001\n"
+
+
+def test_a_log_that_cannot_be_created_raises_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LogOpenError, match=r"cannot open log file .*missing/numbers.log: No such"):
+        LogWriter.open(tmp_path / "missing" / "numbers.log")
+
+
+def test_a_device_can_be_the_log() -> None:
+    with LogWriter.open("/dev/null") as writer:
+        writer.clear()
+        writer.accept((records(1, 1),))
+        writer.sync()
+    assert writer.totals == Totals(unique=1, duplicates=1)
+
+
+def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "numbers.log"
+    real_write = os.write
+    disk_full = True
+
+    def write_then_fill_up(fd: int, data: memoryview) -> int:
+        """On the log: write two and a half lines, then fail as a full disk does."""
+        if disk_full and os.fstat(fd).st_ino == log.stat().st_ino:
+            if os.fstat(fd).st_size == 10:  # after the first line
+                return real_write(fd, data[:25])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write_then_fill_up)
+    with LogWriter.open(log) as writer:
+        disk_full = False
+        writer.accept((records(1),))
+        disk_full = True
+        with pytest.raises(LogWriteError, match=r"cannot write .*numbers.log: No space left"):
+            writer.accept((records(2, 3, 4),))
+        assert log.read_bytes() == b"000000001\n"
+        assert writer.totals == Totals(unique=1, duplicates=0)
+        disk_full = False
+        writer.accept((records(2, 3, 4),))
+    assert writer.totals == Totals(unique=4, duplicates=0)
+    assert log.read_bytes() == records(1, 2, 3, 4).tobytes()
 
 
 def test_a_full_device_raises_a_clear_error() -> None:
-    with open("/dev/full", "wb") as file:
-        writer = LogWriter(file)
+    with LogWriter.open("/dev/full") as writer:
         with pytest.raises(LogWriteError, match=r"cannot write /dev/full: No space left"):
             writer.accept((records(*range(10_000)),))
         assert writer.totals == Totals()
@@ -89,12 +105,12 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
     monkeypatch.setattr(os, "fsync", synced.append)
     log = tmp_path / "numbers.log"
     send, receive = trio.open_memory_channel[Batch](10)
-    with log.open("wb") as file:
-        writer = LogWriter(file)
+    with LogWriter.open(log) as writer:
         async with send:
             for number in range(5):
                 send.send_nowait((records(number, number),))
         await writer.run(receive)
-        assert synced == [file.fileno()]
+        assert len(synced) == 1
+        assert os.fstat(synced[0]).st_ino == log.stat().st_ino
     assert writer.totals == Totals(unique=5, duplicates=5)
     assert log.read_bytes() == records(*range(5)).tobytes()
