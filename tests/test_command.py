@@ -312,6 +312,18 @@ def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
     assert "Traceback" not in finished.stderr
     expected = [line(f"{index:09d}") for index in range(len(invalid_lines))]
     assert logged(tmp_path) == [*expected, line("000000999")]
+    assert "invalid" not in finished.stderr  # a hostile client cannot flood stderr
+
+
+def test_verbose_logs_each_invalid_connection(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--verbose") as server:
+        with connect(server.port) as sock:
+            sock.sendall(b"12345678" + line(""))
+            assert wait_closed(sock) == b""
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert "numlog-trio: closing a connection that sent an invalid line" in finished.stderr
 
 
 @pytest.mark.parametrize(
