@@ -95,11 +95,12 @@ async def _talk(host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the process exit status."""
     args = build_parser().parse_args(argv)
+    status = 0
     try:
         trio.run(_talk, args.host, args.port)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    except* KeyboardInterrupt:
+        status = 130  # Ctrl-C: the person is done; no traceback
+    return status
 
 
 def run() -> NoReturn:

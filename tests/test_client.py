@@ -14,6 +14,7 @@ Rules for every test here:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -144,3 +145,23 @@ def test_split_lines_keeps_the_unfinished_line() -> None:
         b"0000",
     )
     assert split_lines(b"", b"") == ([], b"")
+
+
+def test_ctrl_c_ends_the_client_quietly(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        command = [*CLIENT_MODULE, "--host", HOST, "--port", str(server.port)]
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        ) as client:
+            assert client.stdin is not None
+            assert client.stderr is not None
+            try:
+                assert b"connected" in client.stderr.readline()
+                client.send_signal(signal.SIGINT)
+                returncode = client.wait(timeout=TIMEOUT)
+                stderr = client.stderr.read().decode()
+            finally:
+                client.kill()
+                client.stdin.close()
+    assert returncode == 130
+    assert "Traceback" not in stderr
