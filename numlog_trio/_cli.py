@@ -96,10 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    # Trio's accept loop logs EMFILE and the like with a traceback; users get the message.
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    logger.addHandler(handler)
+    handler.addFilter(_one_line)
+    logging.getLogger().addHandler(handler)  # ours and Trio's
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -118,21 +126,15 @@ def print_report(line: str) -> None:
         os.close(devnull)
 
 
-async def _serve_and_announce(config: ServerConfig, writer: LogWriter) -> None:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve, config, writer, emit_report=print_report))
-        logger.info("listening on %s port %d, writing %s", config.host, port, writer.name)
-
-
 def _serve(config: ServerConfig, writer: LogWriter) -> int:
     try:
-        trio.run(_serve_and_announce, config, writer)
+        trio.run(partial(serve, config, writer, emit_report=print_report))
     except* ServiceError as group:
         for fault in _leaves(group):
             logger.error("%s", fault)
         return_status = 1
     except* KeyboardInterrupt:
-        # Ctrl-C is a clean shutdown while serving; this is one during start-up or exit.
+        # Ctrl-C is a clean shutdown while serving; this is one while binding the port.
         logger.error("interrupted")
         return_status = 130
     else:
@@ -176,4 +178,9 @@ def _leaves(group: BaseExceptionGroup[ServiceError]) -> list[ServiceError]:
 
 def run() -> NoReturn:
     """Entry point of the ``numlog-trio`` console script."""
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # Ctrl-C before the event loop runs (main handles it after)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)

@@ -46,6 +46,9 @@ def split_lines(pending: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
 
 
 async def _send_typed_lines(stream: trio.SocketStream) -> None:
+    if sys.stdin is None:  # started with standard input closed: nothing to send
+        await stream.send_eof()
+        return
     stdin = sys.stdin.fileno()
     pending = b""
     while True:

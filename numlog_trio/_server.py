@@ -20,6 +20,8 @@ logger = logging.getLogger("numlog_trio")
 RECEIVE_SIZE: Final = 1 << 20
 """Bytes asked of the socket per receive: large buffers amortise the per-call cost."""
 
+_SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
 BATCH_QUEUE: Final = 8
 """Batches waiting for the writer before handlers block (and TCP pushes back on clients)."""
 
@@ -34,7 +36,9 @@ class ServerConfig:
         port: TCP port; 0 picks a free one.
         max_clients: Connections read at a time; further clients wait unread.
         report_interval: Seconds between reports.
-        handle_signals: Turn SIGINT and SIGTERM into a clean shutdown (main thread only).
+        handle_signals: Turn SIGINT and SIGTERM into a clean shutdown. Meant for the main
+            thread of a program that exits when :func:`serve` returns: once serving ends,
+            both signals stay ignored, so that nothing interrupts the drain and the exit.
     """
 
     host: str = "127.0.0.1"
@@ -82,17 +86,16 @@ class _ClientHandler:
 async def _shut_down_on_signals(
     serving: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    # Kept open until the log is synced, so a second signal during the drain cannot kill the
-    # process half way (the default action of SIGTERM) or interrupt it (SIGINT).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Ignored rather than default once the receiver closes (it restores what it found): a
+    # second signal while the log is drained and the process exits must not kill it.
+    for shutdown_signal in _SHUTDOWN_SIGNALS:
+        signal.signal(shutdown_signal, signal.SIG_IGN)
+    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         task_status.started()
         async for signum in signals:
-            name = signal.Signals(signum).name
-            if serving.cancel_called:
-                logger.info("received %s: already shutting down", name)
-            else:
-                logger.info("received %s: shutting down", name)
-                serving.cancel()
+            logger.info("received %s: shutting down", signal.Signals(signum).name)
+            serving.cancel()
+            return
 
 
 async def serve(
@@ -104,15 +107,16 @@ async def serve(
 ) -> Totals:
     """Run the number server until a client sends terminate (or a signal arrives).
 
-    Shutdown keeps every number already handed to the writer: serving stops first (listener,
-    clients, reporter), then the writer drains its channel and syncs the log.
+    Logs one line for each address it listens on. Shutdown keeps every number already handed
+    to the writer: serving stops first (listener, clients, reporter), then the writer drains
+    its channel and syncs the log.
 
     Args:
         config: Address and limits.
         writer: Owner of the log; the log is emptied once the address is bound, before any
             client is served, so a failed start leaves an earlier log alone.
         emit_report: Receives each report line.
-        task_status: Given the bound port once the server accepts connections.
+        task_status: Given the bound port (of the first address) once the server listens.
 
     Returns:
         The totals of the run.
@@ -121,32 +125,29 @@ async def serve(
         ListenError: The address could not be bound.
         LogWriteError: The log could not be written.
     """
-    serving = trio.CancelScope()
     send_batches, receive_batches = trio.open_memory_channel[Batch](BATCH_QUEUE)
     async with trio.open_nursery() as root:
-        if config.handle_signals:
-            await root.start(_shut_down_on_signals, serving)
-        try:
-            listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-        except OSError as error:
-            raise ListenError(
-                f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
-            ) from error
-        writer.clear()
+        root.start_soon(writer.run, receive_batches)
+        async with send_batches, trio.open_nursery() as serving:
+            try:
+                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+            except OSError as error:
+                raise ListenError(
+                    f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
+                ) from error
+            writer.clear()
+            for listener in listeners:
+                host, port, *_ = listener.socket.getsockname()
+                logger.info("listening on %s port %d, writing %s", host, port, writer.name)
+            task_status.started(listeners[0].socket.getsockname()[1])
 
-        async def write_until_drained() -> None:
-            await writer.run(receive_batches)
-            root.cancel_scope.cancel()  # all is written: stop watching for signals
-
-        root.start_soon(write_until_drained)
-        with serving:
-            async with send_batches, trio.open_nursery() as clients:
-                handler = _ClientHandler(
-                    trio.CapacityLimiter(config.max_clients), send_batches, serving
-                )
-                await clients.start(trio.serve_listeners, handler, listeners)
-                clients.start_soon(
-                    report_periodically, config.report_interval, lambda: writer.totals, emit_report
-                )
-                task_status.started(listeners[0].socket.getsockname()[1])
+            if config.handle_signals:
+                await serving.start(_shut_down_on_signals, serving.cancel_scope)
+            handler = _ClientHandler(
+                trio.CapacityLimiter(config.max_clients), send_batches, serving.cancel_scope
+            )
+            await serving.start(trio.serve_listeners, handler, listeners)
+            serving.start_soon(
+                report_periodically, config.report_interval, lambda: writer.totals, emit_report
+            )
     return writer.totals

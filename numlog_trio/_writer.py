@@ -52,10 +52,14 @@ class LogWriter:
         Raises:
             LogOpenError: The file cannot be created or opened for writing.
         """
+        # O_NONBLOCK only for the open itself: a FIFO without a reader fails at once (ENXIO)
+        # instead of blocking before the server listens.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, flags, 0o666)
         except OSError as error:
             raise LogOpenError(f"cannot open log file {path}: {error.strerror}") from error
+        os.set_blocking(fd, True)
         return cls(fd, os.fspath(path))
 
     def __enter__(self) -> LogWriter:

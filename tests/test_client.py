@@ -165,3 +165,13 @@ def test_ctrl_c_ends_the_client_quietly(tmp_path: Path) -> None:
                 client.stdin.close()
     assert returncode == 130
     assert "Traceback" not in stderr
+
+
+def test_a_client_started_with_stdin_closed_sends_nothing_and_ends(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        script = 'exec "$0" "$@" <&-'
+        command = ["bash", "-c", script, *CLIENT_MODULE, "--host", HOST, "--port", str(server.port)]
+        finished = subprocess.run(command, capture_output=True, timeout=TIMEOUT, check=False)
+        send_terminate(server.port)
+    assert finished.returncode == 0, finished.stderr
+    _assert_said_closed(finished.stderr.decode())

@@ -53,6 +53,13 @@ def test_a_log_that_cannot_be_created_raises_a_clear_error(tmp_path: Path) -> No
         LogWriter.open(tmp_path / "missing" / "numbers.log")
 
 
+def test_a_fifo_without_a_reader_fails_at_once_instead_of_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "numbers.log"
+    os.mkfifo(fifo)
+    with pytest.raises(LogOpenError, match="No such device or address"):
+        LogWriter.open(fifo)
+
+
 def test_a_device_can_be_the_log() -> None:
     with LogWriter.open("/dev/null") as writer:
         writer.clear()
