@@ -17,7 +17,10 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Protocol, cast
 
 import pytest
 from _helpers import (
@@ -114,27 +117,42 @@ def test_client_without_server_fails_with_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in client.stderr
 
 
+class InteractiveClient(Protocol):
+    stdin: IO[bytes]
+    stderr: IO[bytes]
+
+    def wait(self, timeout: float) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+
+@contextmanager
+def interactive_client(port: int) -> Iterator[InteractiveClient]:
+    """Run the client with its standard input held open, as a terminal holds it."""
+    command = [*CLIENT_MODULE, "--host", HOST, "--port", str(port)]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as client:
+        try:
+            # Popen types its pipes as optional; here both are always open.
+            yield cast(InteractiveClient, client)
+        finally:
+            client.kill()
+            assert client.stdin is not None
+            client.stdin.close()
+
+
 @pytest.mark.parametrize(
     "typed", [line("000000005") + line("terminate"), line("bad")], ids=["terminate", "invalid"]
 )
 def test_client_exits_cleanly_when_the_server_closes_while_stdin_is_open(
     tmp_path: Path, typed: bytes
 ) -> None:
-    with running_server(tmp_path) as server:
-        command = [*CLIENT_MODULE, "--host", HOST, "--port", str(server.port)]
-        with subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        ) as client:
-            assert client.stdin is not None
-            assert client.stderr is not None
-            try:
-                client.stdin.write(typed)
-                client.stdin.flush()
-                returncode = client.wait(timeout=TIMEOUT)  # stdin stays open, like a terminal
-                stderr = client.stderr.read().decode()
-            finally:
-                client.kill()
-                client.stdin.close()
+    with running_server(tmp_path) as server, interactive_client(server.port) as client:
+        client.stdin.write(typed)
+        client.stdin.flush()
+        returncode = client.wait(timeout=TIMEOUT)  # stdin stays open, like a terminal
+        stderr = client.stderr.read().decode()
     assert returncode == 0, stderr
     _assert_said_closed(stderr)
 
@@ -148,21 +166,11 @@ def test_split_lines_keeps_the_unfinished_line() -> None:
 
 
 def test_ctrl_c_ends_the_client_quietly(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server:
-        command = [*CLIENT_MODULE, "--host", HOST, "--port", str(server.port)]
-        with subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        ) as client:
-            assert client.stdin is not None
-            assert client.stderr is not None
-            try:
-                assert b"connected" in client.stderr.readline()
-                client.send_signal(signal.SIGINT)
-                returncode = client.wait(timeout=TIMEOUT)
-                stderr = client.stderr.read().decode()
-            finally:
-                client.kill()
-                client.stdin.close()
+    with running_server(tmp_path) as server, interactive_client(server.port) as client:
+        assert b"connected" in client.stderr.readline()
+        client.send_signal(signal.SIGINT)
+        returncode = client.wait(timeout=TIMEOUT)
+        stderr = client.stderr.read().decode()
     assert returncode == 130
     assert "Traceback" not in stderr
 
