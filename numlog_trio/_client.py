@@ -11,7 +11,10 @@ from typing import NoReturn
 
 import trio
 
+from ._server import ServerConfig
+
 PROG = "numlog-trio-client"
+_SERVER_DEFAULTS = ServerConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="server address")
-    parser.add_argument("--port", type=int, default=4000, help="server port")
+    parser.add_argument("--host", default=_SERVER_DEFAULTS.host, help="server address")
+    parser.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port, help="server port")
     return parser
 
 

@@ -16,7 +16,6 @@ from numpy.typing import NDArray
 
 RECORD_SIZE: Final = 10
 DIGITS: Final = 9
-NEWLINE: Final = b"\n"
 TERMINATE: Final = b"terminate\n"
 
 # Subtracting OFFSET from a row (with uint8 wrap-around) maps the bytes of a valid number line
@@ -55,11 +54,6 @@ class Framed:
 
     chunks: tuple[NDArray[np.uint8], ...]
     outcome: Outcome
-
-    @property
-    def count(self) -> int:
-        """The number of valid number lines in ``chunks``."""
-        return sum(len(chunk) for chunk in self.chunks)
 
 
 def _first_invalid_row(records: NDArray[np.uint8]) -> int | None:

@@ -41,7 +41,6 @@ class LogWriter:
     _fd: int
     name: str
     _seen: SeenNumbers = attrs.field(factory=SeenNumbers, init=False)
-    _size: int = attrs.field(default=0, init=False)
     _unique: int = attrs.field(default=0, init=False)
     _duplicates: int = attrs.field(default=0, init=False)
 
@@ -91,11 +90,13 @@ class LogWriter:
             LogWriteError: The file could not be emptied.
         """
         try:
-            if stat.S_ISREG(os.fstat(self._fd).st_mode):
-                os.ftruncate(self._fd, 0)
+            self._truncate(0)
         except OSError as error:
             raise LogWriteError(f"cannot empty {self.name}: {error.strerror}") from error
-        self._size = 0
+
+    def _truncate(self, size: int) -> None:
+        if stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.ftruncate(self._fd, size)
 
     def accept(self, batch: Iterable[NDArray[np.uint8]]) -> None:
         """Write the new numbers of a batch to the log and count the rest as duplicates.
@@ -116,21 +117,17 @@ class LogWriter:
             self._duplicates += len(numbers) - len(new.values)
 
     def _append(self, data: memoryview) -> None:
-        size_before = self._size
+        size_before: int | None = None
         try:
+            size_before = os.fstat(self._fd).st_size
             while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
-                self._size += written
+                data = data[os.write(self._fd, data) :]
         except OSError as error:
-            self._cut_back_to(size_before)
+            if size_before is not None:
+                # Best effort: the write error is what we report.
+                with contextlib.suppress(OSError):
+                    self._truncate(size_before)
             raise LogWriteError(f"cannot write {self.name}: {error.strerror}") from error
-
-    def _cut_back_to(self, size: int) -> None:
-        with contextlib.suppress(OSError):  # best effort: the write error is what we report
-            if stat.S_ISREG(os.fstat(self._fd).st_mode):
-                os.ftruncate(self._fd, size)
-                self._size = size
 
     def sync(self) -> None:
         """Wait until the operating system has the log on disk.
