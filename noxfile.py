@@ -31,3 +31,10 @@ def typecheck(session: nox.Session) -> None:
     """Check types with strict mypy."""
     session.install(".[typecheck]", "nox")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark the installed server against the per-line baseline (see benchmarks/)."""
+    session.install(".")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
