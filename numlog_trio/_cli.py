@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
         # fails before anything listens, and serve() empties the log once the port is bound.
         with LogWriter.open(args.log_file) as writer:
+            writer.reserve_memory()
             return _serve(config, writer)
     except ServiceError as error:
         logger.error("%s", error)
@@ -183,4 +185,10 @@ def run() -> NoReturn:
     except KeyboardInterrupt:  # Ctrl-C before the event loop runs (main handles it after)
         print(f"{PROG}: interrupted", file=sys.stderr)
         status = 130
-    sys.exit(status)
+    # The log is synced and closed by now, and reports are flushed line by line. Leaving
+    # without the interpreter's teardown (freeing every object, the bitmap among them) saves
+    # a tenth of a second between terminate and the exit.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(status)

@@ -17,3 +17,7 @@ class LogWriteError(ServiceError):
 
 class LogOpenError(ServiceError):
     """The log file could not be created or opened for writing."""
+
+
+class MemoryOutError(ServiceError):
+    """The memory the server needs could not be allocated."""

@@ -22,8 +22,11 @@ RECEIVE_SIZE: Final = 1 << 20
 
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
-BATCH_QUEUE: Final = 8
+BATCH_QUEUE: Final = 2
 """Batches waiting for the writer before handlers block (and TCP pushes back on clients)."""
+
+PREPARING_THREADS: Final = 1
+"""Worker threads parsing and sorting batches at once, beside the writer's thread."""
 
 
 @final
@@ -56,6 +59,9 @@ class _ClientHandler:
     _limiter: trio.CapacityLimiter
     _batches: trio.MemorySendChannel[Batch]
     _serving: trio.CancelScope
+    _preparing: trio.CapacityLimiter = attrs.field(
+        factory=lambda: trio.CapacityLimiter(PREPARING_THREADS)
+    )
 
     async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
         async with self._limiter:
@@ -73,7 +79,10 @@ class _ClientHandler:
                 return
             framed = framer.feed(data)
             if framed.chunks:
-                await self._batches.send(framed.chunks)
+                batch = await trio.to_thread.run_sync(
+                    Batch.prepare, framed.chunks, limiter=self._preparing
+                )
+                await self._batches.send(batch)
             if framed.outcome is Outcome.TERMINATE:
                 logger.info("a client sent terminate: shutting down")
                 self._serving.cancel()

@@ -7,20 +7,50 @@ import errno
 import os
 import stat
 from collections.abc import Iterable
-from typing import TypeAlias, final
+from typing import Final, final
 
 import attrs
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from ._dedup import SeenNumbers
-from ._errors import LogOpenError, LogWriteError
+from ._dedup import BITMAP_BYTES, SeenNumbers, SortedNumbers
+from ._errors import LogOpenError, LogWriteError, MemoryOutError
 from ._framing import parse_numbers
 from ._report import Totals
 
-Batch: TypeAlias = tuple[NDArray[np.uint8], ...]
-"""Valid number lines from one receive buffer: ``(n, 10)`` record arrays, in arrival order."""
+_NO_NUMBERS: Final = np.empty(0, dtype=np.uint32)
+
+
+@final
+@attrs.frozen
+class Batch:
+    """Valid number lines from one receive buffer, prepared for the writer.
+
+    Attributes:
+        records: ``(n, 10)`` arrays of number lines (views of the received bytes), in
+            arrival order.
+        numbers: All their numbers, parsed and sorted for the bitmap lookup.
+    """
+
+    records: tuple[NDArray[np.uint8], ...]
+    numbers: SortedNumbers
+
+    @classmethod
+    def prepare(cls, records: Iterable[NDArray[np.uint8]]) -> Batch:
+        """Parse and sort number lines: the part of the work that needs no shared state.
+
+        Handlers call this in a worker thread, so it overlaps the writer's work on the
+        batch before.
+        """
+        chunks = tuple(chunk for chunk in records if len(chunk))
+        numbers = [parse_numbers(chunk) for chunk in chunks]
+        return cls(
+            chunks,
+            SortedNumbers.of(
+                numbers[0] if len(numbers) == 1 else np.concatenate(numbers or [_NO_NUMBERS])
+            ),
+        )
 
 
 @final
@@ -41,8 +71,10 @@ class LogWriter:
     _fd: int
     name: str
     _seen: SeenNumbers = attrs.field(factory=SeenNumbers, init=False)
-    _unique: int = attrs.field(default=0, init=False)
-    _duplicates: int = attrs.field(default=0, init=False)
+    # One object replaced whole after each batch: a reader in another thread never sees the
+    # unique count of one batch with the duplicate count of another.
+    _totals: Totals = attrs.field(factory=Totals, init=False)
+    _busy: float = attrs.field(default=0.0, init=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LogWriter:
@@ -81,7 +113,20 @@ class LogWriter:
     @property
     def totals(self) -> Totals:
         """Counts since the writer was created."""
-        return Totals(self._unique, self._duplicates)
+        return self._totals
+
+    def reserve_memory(self) -> None:
+        """Allocate and map the whole dedup bitmap now (see :meth:`SeenNumbers.reserve`).
+
+        Raises:
+            MemoryOutError: The bitmap could not be allocated.
+        """
+        try:
+            self._seen.reserve()
+        except MemoryError as error:
+            raise MemoryOutError(
+                f"cannot allocate the {BITMAP_BYTES // 1_000_000} MB bitmap of seen numbers"
+            ) from error
 
     def clear(self) -> None:
         """Empty the log (a device such as /dev/null is left as it is).
@@ -98,7 +143,7 @@ class LogWriter:
         if stat.S_ISREG(os.fstat(self._fd).st_mode):
             os.ftruncate(self._fd, size)
 
-    def accept(self, batch: Iterable[NDArray[np.uint8]]) -> None:
+    def accept(self, batch: Batch) -> None:
         """Write the new numbers of a batch to the log and count the rest as duplicates.
 
         Numbers are marked as seen and counted only after they reached the operating system,
@@ -108,20 +153,30 @@ class LogWriter:
             LogWriteError: Writing the log failed. Whatever part of the failed write reached
                 the file is cut off again, so the log holds exactly the numbers counted.
         """
-        for records in batch:
-            numbers = parse_numbers(records)
-            new = self._seen.find_new(numbers)
-            self._append(records[new.first_sightings].reshape(-1).data)
-            self._seen.mark(new)
-            self._unique += len(new.values)
-            self._duplicates += len(numbers) - len(new.values)
+        if not batch.records:
+            return
+        new = self._seen.find_new(batch.numbers)
+        ends = np.cumsum([len(records) for records in batch.records])
+        firsts = np.split(new.first_sightings, ends[:-1])
+        self._append(
+            [
+                np.compress(first, records, axis=0).reshape(-1).data
+                for records, first in zip(batch.records, firsts, strict=True)
+            ]
+        )
+        self._seen.mark(new)
+        self._totals = Totals(
+            self._totals.unique + len(new.values),
+            self._totals.duplicates + len(new.first_sightings) - len(new.values),
+        )
 
-    def _append(self, data: memoryview) -> None:
+    def _append(self, buffers: list[memoryview]) -> None:
         size_before: int | None = None
         try:
             size_before = os.fstat(self._fd).st_size
-            while data:
-                data = data[os.write(self._fd, data) :]
+            for data in buffers:
+                while data:
+                    data = data[os.write(self._fd, data) :]
         except OSError as error:
             if size_before is not None:
                 # Best effort: the write error is what we report.
@@ -144,10 +199,13 @@ class LogWriter:
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.
 
+        Each batch is crunched in a worker thread (NumPy and the writes release the
+        interpreter lock), so the event loop goes on receiving and framing meanwhile.
+
         Args:
             batches: The receiving end of the handlers' channel.
         """
         async with batches:
             async for batch in batches:
-                self.accept(batch)
-        self.sync()
+                await trio.to_thread.run_sync(self.accept, batch)
+        await trio.to_thread.run_sync(self.sync)

@@ -23,9 +23,9 @@ def records(*numbers: int) -> NDArray[np.uint8]:
 def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept((records(42, 7, 42), records(7, 0, 999_999_999)))
+        writer.accept(Batch.prepare((records(42, 7, 42), records(7, 0, 999_999_999))))
         assert writer.totals == Totals(unique=4, duplicates=2)
-        writer.accept((records(0),))
+        writer.accept(Batch.prepare((records(0),)))
         writer.sync()
         assert log.read_bytes() == b"000000042\n000000007\n000000000\n999999999\n"
     assert writer.totals == Totals(unique=4, duplicates=3)
@@ -34,7 +34,7 @@ def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) 
 def test_each_batch_reaches_the_file_when_accepted(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept((records(1, 2),))
+        writer.accept(Batch.prepare((records(1, 2),)))
         assert log.read_bytes() == b"000000001\n000000002\n"
 
 
@@ -44,7 +44,7 @@ def test_opening_keeps_an_old_log_until_it_is_cleared(tmp_path: Path) -> None:
     with LogWriter.open(log) as writer:
         assert log.read_bytes() == b"000000009\n"
         writer.clear()
-        writer.accept((records(1),))
+        writer.accept(Batch.prepare((records(1),)))
     assert log.read_bytes() == b"000000001\n"
 
 
@@ -63,7 +63,7 @@ def test_a_fifo_without_a_reader_fails_at_once_instead_of_blocking(tmp_path: Pat
 def test_a_device_can_be_the_log() -> None:
     with LogWriter.open("/dev/null") as writer:
         writer.clear()
-        writer.accept((records(1, 1),))
+        writer.accept(Batch.prepare((records(1, 1),)))
         writer.sync()
     assert writer.totals == Totals(unique=1, duplicates=1)
 
@@ -86,14 +86,14 @@ def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
     monkeypatch.setattr(os, "write", write_then_fill_up)
     with LogWriter.open(log) as writer:
         disk_full = False
-        writer.accept((records(1),))
+        writer.accept(Batch.prepare((records(1),)))
         disk_full = True
         with pytest.raises(LogWriteError, match=r"cannot write .*numbers.log: No space left"):
-            writer.accept((records(2, 3, 4),))
+            writer.accept(Batch.prepare((records(2, 3, 4),)))
         assert log.read_bytes() == b"000000001\n"
         assert writer.totals == Totals(unique=1, duplicates=0)
         disk_full = False
-        writer.accept((records(2, 3, 4),))
+        writer.accept(Batch.prepare((records(2, 3, 4),)))
     assert writer.totals == Totals(unique=4, duplicates=0)
     assert log.read_bytes() == records(1, 2, 3, 4).tobytes()
 
@@ -101,7 +101,7 @@ def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
 def test_a_full_device_raises_a_clear_error() -> None:
     with LogWriter.open("/dev/full") as writer:
         with pytest.raises(LogWriteError, match=r"cannot write /dev/full: No space left"):
-            writer.accept((records(*range(10_000)),))
+            writer.accept(Batch.prepare((records(*range(10_000)),)))
         assert writer.totals == Totals()
 
 
@@ -115,7 +115,7 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
     with LogWriter.open(log) as writer:
         async with send:
             for number in range(5):
-                send.send_nowait((records(number, number),))
+                send.send_nowait(Batch.prepare((records(number, number),)))
         await writer.run(receive)
         assert len(synced) == 1
         assert os.fstat(synced[0]).st_ino == log.stat().st_ino
