@@ -46,10 +46,10 @@ if pid == 0:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     os.execvp(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-print(usage.ru_maxrss * 1024, flush=True)
+print(usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, flush=True)
 sys.exit(os.waitstatus_to_exitcode(status) & 255)
 """
-"""Runs the server as its child and prints the server's peak RSS in bytes when it exits.
+"""Runs the server as its child; prints its peak RSS (bytes) and CPU time (s) when it exits.
 
 The server must be the child of a small process: a child's peak RSS (ru_maxrss) starts at
 the RSS of the process it was forked from, and this one holds the whole payload.
@@ -141,6 +141,8 @@ class Summary:
         seconds: From the first byte sent until the server exited (or, if this command did
             not start it, until it closed the connection that sent terminate).
         peak_rss_bytes: The server's peak resident memory, where this command started it.
+        server_cpu_seconds: The server's CPU time (user and system, start-up included),
+            where this command started it.
         log_ok: Whether the log held exactly the distinct numbers sent; None if not checked.
     """
 
@@ -148,6 +150,7 @@ class Summary:
     clients: int
     seconds: float
     peak_rss_bytes: int | None
+    server_cpu_seconds: float | None
     log_ok: bool | None
 
     @property
@@ -166,6 +169,8 @@ class Summary:
             if self.peak_rss_bytes is not None
             else ""
         )
+        if self.server_cpu_seconds is not None:
+            rss += f", server CPU {self.server_cpu_seconds:.2f} s"
         checked = {None: "", True: ", log exact", False: ", LOG WRONG"}[self.log_ok]
         return (
             f"{self.numbers:,} numbers over {self.clients} connections in {self.seconds:.3f} s: "
@@ -182,6 +187,7 @@ class SpawnedServer:
     port: int
     log: Path
     _stderr_lines: list[str]
+    _stderr_drain: threading.Thread
 
     @classmethod
     def start(cls, command: Sequence[str], directory: Path) -> SpawnedServer:
@@ -209,34 +215,41 @@ class SpawnedServer:
         else:
             process.wait()
             raise RuntimeError(f"the server did not start: {' / '.join(stderr_lines)}")
-        server = cls(process, port, directory / "numbers.log", stderr_lines)
         # Keep reading standard error, so the server can never block on a full pipe.
-        threading.Thread(target=server._drain_stderr, daemon=True).start()
-        return server
+        drain = threading.Thread(target=cls._drain, args=(process, stderr_lines), daemon=True)
+        drain.start()
+        return cls(process, port, directory / "numbers.log", stderr_lines, drain)
 
-    def _drain_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self._stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
+    @staticmethod
+    def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     @property
     def stderr(self) -> str:
         """What the server wrote on standard error so far."""
         return "\n".join(self._stderr_lines)
 
-    def wait(self) -> tuple[int, int]:
-        """Wait for the server to exit; return its exit status and peak RSS in bytes."""
+    def wait(self) -> tuple[int, int, float]:
+        """Wait for the server to exit; return its exit status, peak RSS and CPU seconds."""
         assert self.process.stdout is not None
-        peak_rss = self.process.stdout.read()
+        usage = self.process.stdout.read().split()
         status = self.process.wait(_TIMEOUT)
-        return status, int(peak_rss or 0)
+        if len(usage) != 2:
+            return status, 0, 0.0
+        return status, int(usage[0]), float(usage[1])
 
-    def kill(self) -> None:
-        """Stop the server (and its launcher) if it is still running."""
+    def close(self) -> None:
+        """Stop the server (and its launcher) if it is still running; release the pipes."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._stderr_drain.join(_TIMEOUT)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _connect(host: str, port: int) -> socket.socket:
@@ -322,14 +335,14 @@ def run_against_spawned(
         started = time.perf_counter()
         push("127.0.0.1", server.port, workload.payload, clients, progress=progress)
         send_terminate("127.0.0.1", server.port)
-        status, peak_rss = server.wait()
+        status, peak_rss, cpu_seconds = server.wait()
         seconds = time.perf_counter() - started
     finally:
-        server.kill()
+        server.close()
     if status != 0:
         raise RuntimeError(f"the server exited with status {status}: {server.stderr}")
     log_ok = check_log(server.log, workload.distinct) is None if check else None
-    return Summary(workload.count, clients, seconds, peak_rss, log_ok)
+    return Summary(workload.count, clients, seconds, peak_rss, cpu_seconds, log_ok)
 
 
 def run_against_running(
@@ -346,7 +359,7 @@ def run_against_running(
     push(host, port, workload.payload, clients, progress=progress)
     if terminate:
         send_terminate(host, port)
-    return Summary(workload.count, clients, time.perf_counter() - started, None, None)
+    return Summary(workload.count, clients, time.perf_counter() - started, None, None, None)
 
 
 def _progress_printer(total: int) -> Callable[[int], None]:
