@@ -22,6 +22,7 @@ import trio.lowlevel
 from _inprocess import (
     TIMEOUT,
     RunningServer,
+    StartServer,
     fail_after,
     is_closed_by_server,
     lines,
@@ -30,9 +31,11 @@ from _inprocess import (
 )
 
 import numlog_trio._server
-from numlog_trio import Framed, LineFramer, Outcome, Totals
+from numlog_trio import Framed, LineFramer, Outcome, ServerConfig, Totals
 from numlog_trio._server import RECEIVE_SIZE
 
+IDLE_TIMEOUT = 0.3
+"""Seconds of silence after which the idle-timeout tests expect a client to be dropped."""
 BYSTANDER_BASE = 900_000_000
 """Bystanders send numbers from here up, apart from any number a hostile client sends."""
 
@@ -266,3 +269,44 @@ async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
     late = await server.connect()
     await late.send_all(lines(999_999_999))
     await terminate_and_check_log(server, late, [*sent, lines(999_999_999)])
+
+
+# Slow clients and the idle timeout --------------------------------------------------------
+
+
+def test_idle_clients_are_never_timed_out_by_default() -> None:
+    # The test above shows what this means: a silent client keeps its slot.
+    assert ServerConfig().idle_timeout is None
+
+
+@fail_after(TIMEOUT)
+async def test_an_idle_timeout_frees_the_slots_of_five_silent_clients_for_a_sixth(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    started = trio.current_time()
+    silent = [await server.connect() for _ in range(5)]
+    # The numbers sent before going silent are kept; an unfinished line is not.
+    await silent[0].send_all(lines(1) + b"0000")
+    await silent[1].send_all(lines(2))
+    # The sixth waits for a slot longer than the timeout, but waiting is not being idle.
+    sixth = await server.connect()
+    for stream in silent:
+        assert await is_closed_by_server(stream)
+    assert trio.current_time() - started >= IDLE_TIMEOUT
+    await sixth.send_all(lines(3))
+    await terminate_and_check_log(server, sixth, [lines(1), lines(2), lines(3)])
+
+
+@fail_after(TIMEOUT)
+async def test_an_idle_timeout_spares_a_client_that_sends_slowly_but_steadily(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    slow = await server.connect()
+    started = trio.current_time()
+    for byte in lines(42):  # one byte every fifth of the timeout: twice the timeout in all
+        await trio.sleep(IDLE_TIMEOUT / 5)
+        await slow.send_all(bytes([byte]))
+    assert trio.current_time() - started >= 2 * IDLE_TIMEOUT
+    await terminate_and_check_log(server, slow, [lines(42)])
