@@ -41,8 +41,14 @@ pieces = st.one_of(
     number_lines, number_lines, number_lines, st.just(b"terminate\n"), near_misses, st.binary()
 )
 """Parts of a stream: mostly valid lines, some terminate, near misses and arbitrary bytes."""
-streams = st.lists(pieces, max_size=30).map(b"".join)
-"""Whole client streams built from :data:`pieces`."""
+streams = st.tuples(st.lists(number_lines, max_size=30), st.lists(pieces, max_size=30)).map(
+    lambda parts: b"".join(parts[0] + parts[1])
+)
+"""Whole client streams: a run of valid lines, then a mix of :data:`pieces`.
+
+Without the run, the first piece that is not a number decides most streams within a line or
+two, and a line carried from one buffer into a next one that holds more lines is rare.
+"""
 cuts = st.lists(st.integers(0, 400), max_size=20)
 """Offsets at which to cut a stream into receive buffers (clipped to its length)."""
 
