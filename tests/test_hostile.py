@@ -275,7 +275,7 @@ async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
 
 
 def test_idle_clients_are_never_timed_out_by_default() -> None:
-    # The test above shows what this means: a silent client keeps its slot.
+    # What that means is shown by the never-sending client above: it keeps its slot.
     assert ServerConfig().idle_timeout is None
 
 
