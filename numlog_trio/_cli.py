@@ -92,7 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between reports on standard output",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="also log each closed invalid connection"
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=_DEFAULTS.idle_timeout,
+        metavar="SECONDS",
+        help=(
+            "disconnect a served client that sends nothing for this many seconds, without a "
+            "reply (clients waiting for a slot are not timed); None means never"
+        ),
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log each connection closed as invalid or idle",
     )
     return parser
 
@@ -156,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         max_clients=args.max_clients,
         report_interval=args.report_interval,
+        idle_timeout=args.idle_timeout,
     )
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written

@@ -39,6 +39,10 @@ class ServerConfig:
         port: TCP port; 0 picks a free one.
         max_clients: Connections read at a time; further clients wait unread.
         report_interval: Seconds between reports.
+        idle_timeout: Seconds a served client may send nothing before it is disconnected
+            without a reply (its unfinished line discarded). None, the default, never
+            disconnects it: the specification limits concurrency, not time. Clients
+            waiting for a slot are not timed.
         handle_signals: Turn SIGINT and SIGTERM into a clean shutdown. Meant for the main
             thread of a program that exits when :func:`serve` returns: once serving ends,
             both signals stay ignored, so that nothing interrupts the drain and the exit.
@@ -48,7 +52,26 @@ class ServerConfig:
     port: int = 4000
     max_clients: int = 5
     report_interval: float = 10.0
+    idle_timeout: float | None = None
     handle_signals: bool = True
+
+
+@final
+@attrs.define(eq=False)
+class _IdleTimeout(trio.abc.ReceiveStream):
+    """A received stream that ends when its peer sends nothing for a while."""
+
+    _stream: trio.abc.ReceiveStream
+    _seconds: float
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        with trio.move_on_after(self._seconds):
+            return await self._stream.receive_some(max_bytes)
+        logger.debug("closing a connection idle for %g seconds", self._seconds)
+        return b""  # as at the end of the stream, the unfinished line is lost
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 @final
@@ -59,12 +82,16 @@ class _ClientHandler:
     _limiter: trio.CapacityLimiter
     _batches: trio.MemorySendChannel[Batch]
     _serving: trio.CancelScope
+    _idle_timeout: float | None = None
     _preparing: trio.CapacityLimiter = attrs.field(
-        factory=lambda: trio.CapacityLimiter(PREPARING_THREADS)
+        factory=lambda: trio.CapacityLimiter(PREPARING_THREADS), init=False
     )
 
     async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
         async with self._limiter:
+            # Timed only from here, once served: clients waiting for a slot are not.
+            if self._idle_timeout is not None:
+                stream = _IdleTimeout(stream, self._idle_timeout)
             await self._read_lines(stream)
         # Returning closes the connection at once, without a reply (serve_listeners does it).
 
@@ -153,7 +180,10 @@ async def serve(
             if config.handle_signals:
                 await serving.start(_shut_down_on_signals, serving.cancel_scope)
             handler = _ClientHandler(
-                trio.CapacityLimiter(config.max_clients), send_batches, serving.cancel_scope
+                trio.CapacityLimiter(config.max_clients),
+                send_batches,
+                serving.cancel_scope,
+                config.idle_timeout,
             )
             await serving.start(trio.serve_listeners, handler, listeners)
             serving.start_soon(

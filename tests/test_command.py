@@ -9,6 +9,9 @@ Rules for every test here:
   its ``numbers.log``;
 - an absolute timeout bounds every wait (process, pipe and socket), and a server still running
   when a test ends is killed, so no test can hang.
+
+Only the option parser's rejection of bad values is also checked in-process, where a process
+per value would add nothing but start-up time.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from _helpers import (
     sums,
     wait_closed,
 )
+
+from numlog_trio._cli import build_parser
 
 QUICK = 3.0
 """Seconds within which a server asked to shut down must have exited."""
@@ -295,11 +300,23 @@ def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[str, ..
     assert not (tmp_path / "numbers.log").exists()
 
 
+@pytest.mark.parametrize("seconds", ["0", "-0.5", "nan", "-inf", "soon"])
+def test_idle_timeout_must_be_a_positive_number(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The parser alone, in-process: the test above checks that path through the command.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--idle-timeout", seconds])
+    assert exited.value.code == 2
+    _assert_one_line_error(capsys.readouterr().err)
+
+
 def test_help_mentions_every_option(tmp_path: Path) -> None:
     finished = run_server(tmp_path, "--help")
     assert finished.returncode == 0
     assert finished.stderr == ""
-    for option in ("--host", "--port", "--log-file", "--max-clients", "--report-interval"):
+    options = ("--host", "--port", "--log-file", "--max-clients", "--report-interval")
+    for option in (*options, "--idle-timeout"):
         assert option in finished.stdout
     assert "-v, --verbose" in finished.stdout
     assert not (tmp_path / "numbers.log").exists()
@@ -382,3 +399,16 @@ def test_clients_beyond_the_limit_wait_unread(
         finished = server.finish(timeout=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [*(line(f"{i:09d}") for i in range(limit)), line("000000999")]
+
+
+def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--idle-timeout", "0.2") as server:
+        with connect(server.port) as silent:
+            silent.sendall(lines("000000001") + b"0000")
+            started = time.monotonic()
+            assert wait_closed(silent) == b""
+            assert time.monotonic() - started >= 0.1
+        send_terminate(server.port)
+        finished = server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert logged(tmp_path) == [line("000000001")]

@@ -1,18 +1,17 @@
 """Framing and validation of client bytes: pure functions, no sockets, no clocks.
 
-A hypothesis model checks the framer against a byte-at-a-time reference that reads the spec
-literally: which numbers are kept, whether the connection is closed or terminates, and at
-which byte that is decided, for arbitrary streams cut at arbitrary points.
+A hypothesis test checks the framer against the byte-at-a-time reference model of
+``_reference.py``, which reads the spec literally: which numbers are kept, whether the
+connection is closed or terminates, and at which byte that is decided, for arbitrary streams
+cut at arbitrary points.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from _reference import cut, cuts, reference, streams
 from hypothesis import given
-from hypothesis import strategies as st
 
 from numlog_trio import Framed, LineFramer, Outcome, parse_numbers
 
@@ -153,44 +152,11 @@ def test_parse_numbers_reads_all_nine_digits() -> None:
     assert parse_numbers(records.reshape(3, 10)).dtype == np.uint32
 
 
-# Reference model -----------------------------------------------------------------------------
-
-
-def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
-    """Read the spec literally, byte by byte: numbers kept, outcome, index where decided."""
-    numbers: list[int] = []
-    line = b""
-    for index, byte in enumerate(stream):
-        line += bytes([byte])
-        if line == b"terminate\n":
-            return numbers, Outcome.TERMINATE, index
-        if byte == ord("\n"):
-            if len(line) == 10 and line[:9].isdigit():
-                numbers.append(int(line[:9]))
-                line = b""
-                continue
-            return numbers, Outcome.INVALID, index
-        if not (len(line) <= 9 and (line.isdigit() or b"terminate".startswith(line))):
-            return numbers, Outcome.INVALID, index
-    return numbers, Outcome.MORE, None
-
-
-number_lines = st.integers(0, 999_999_999).map(lambda n: f"{n:09d}\n".encode())
-near_misses = st.sampled_from(
-    [b"12345678\n", b"1234567890\n", b"123456789\r\n", b"terminate\r\n", b"termin", b"\n"]
-)
-pieces = st.one_of(
-    number_lines, number_lines, number_lines, st.just(b"terminate\n"), near_misses, st.binary()
-)
-
-
-@given(st.lists(pieces, max_size=30), st.lists(st.integers(0, 400), max_size=20))
+@given(streams, cuts)
 def test_framer_matches_the_reference_for_any_stream_cut_anywhere(
-    parts: list[bytes], cuts: list[int]
+    stream: bytes, offsets: list[int]
 ) -> None:
-    stream = b"".join(parts)
-    bounds = sorted({0, len(stream), *(min(cut, len(stream)) for cut in cuts)})
-    buffers = [stream[start:stop] for start, stop in itertools.pairwise(bounds)]
+    buffers, bounds = cut(stream, offsets)
 
     expected_numbers, expected_outcome, decided_at = reference(stream)
     numbers, outcome, used = feed_all(buffers)

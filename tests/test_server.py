@@ -8,119 +8,22 @@ file, and an absolute timeout on every test so none can hang.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import socket
-import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, ParamSpec
 
-import attrs
-import numpy as np
 import pytest
 import trio
+from _inprocess import (
+    TIMEOUT,
+    RunningServer,
+    StartServer,
+    fail_after,
+    is_closed_by_server,
+    lines,
+    numbered_lines,
+)
 
 from numlog_trio import ListenError, LogWriter, ServerConfig, Totals, serve
-
-P = ParamSpec("P")
-TIMEOUT = 10
-
-
-def fail_after(
-    seconds: float,
-) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
-    """Fail the decorated test if it runs longer than ``seconds`` (real time)."""
-
-    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-        @functools.wraps(test)
-        async def timed(*args: P.args, **kwargs: P.kwargs) -> None:
-            with trio.fail_after(seconds):
-                await test(*args, **kwargs)
-
-        return timed
-
-    return decorate
-
-
-@attrs.define(eq=False)
-class RunningServer:
-    port: int
-    log: Path
-    done: trio.Event = attrs.Factory(trio.Event)
-    totals: Totals | None = None
-    reports: list[str] = attrs.Factory(list)
-    clients: list[trio.SocketStream] = attrs.Factory(list)
-
-    async def connect(self) -> trio.SocketStream:
-        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-        self.clients.append(stream)
-        return stream
-
-    def logged(self) -> list[bytes]:
-        return self.log.read_bytes().splitlines(keepends=True)
-
-    async def wait_until_logged(self, count: int) -> None:
-        while len(self.logged()) < count:  # noqa: ASYNC110 (the file is what we observe)
-            await trio.sleep(0.01)
-
-    async def wait_until_stopped(self) -> Totals:
-        await self.done.wait()
-        assert self.totals is not None
-        return self.totals
-
-
-StartServer = Callable[..., Awaitable[RunningServer]]
-
-
-@pytest.fixture
-async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """Start servers in the test's nursery, with ServerConfig options as keywords."""
-    started: list[RunningServer] = []
-    with ExitStack() as writers:
-
-        async def start(**options: Any) -> RunningServer:
-            log = tmp_path / f"numbers-{len(started)}.log"
-            # Left from an earlier run: every check of the log's content also checks that
-            # the server empties it at start.
-            log.write_bytes(b"000000999\n")
-            writer = writers.enter_context(LogWriter.open(log))
-            config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
-            running = RunningServer(port=0, log=log)
-            started.append(running)
-
-            async def run(task_status: trio.TaskStatus[int]) -> None:
-                emit = running.reports.append
-                running.totals = await serve(
-                    config, writer, emit_report=emit, task_status=task_status
-                )
-                running.done.set()
-
-            running.port = await nursery.start(run)
-            return running
-
-        yield start
-        for running in started:
-            for client in running.clients:
-                await client.aclose()
-
-
-@pytest.fixture
-async def server(start_server: StartServer) -> RunningServer:
-    return await start_server()
-
-
-async def is_closed_by_server(stream: trio.SocketStream) -> bool:
-    """Wait for the server to close the connection; True if it sent nothing before."""
-    try:
-        return await stream.receive_some() == b""
-    except trio.BrokenResourceError:
-        return True  # reset: the server closed with our data unread
-
-
-def lines(*numbers: int) -> bytes:
-    return "".join(f"{n:09d}\n" for n in numbers).encode()
 
 
 @fail_after(TIMEOUT)
@@ -203,23 +106,6 @@ async def test_an_invalid_line_closes_only_that_connection(server: RunningServer
 
 
 @fail_after(TIMEOUT)
-async def test_a_stream_without_newlines_is_cut_off_at_once(server: RunningServer) -> None:
-    offender = await server.connect()
-    try:
-        with trio.move_on_after(2) as stuck:
-            await offender.send_all(b"1" * 20_000_000)
-        # Sending 20 MB into a closed connection fails long before it is all sent.
-    except trio.BrokenResourceError:
-        pass
-    else:
-        assert not stuck.cancelled_caught, "the server kept reading a line without end"
-        assert await is_closed_by_server(offender)
-    witness = await server.connect()
-    await witness.send_all(lines(5) + b"terminate\n")
-    assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
-
-
-@fail_after(TIMEOUT)
 async def test_a_partial_line_at_end_of_stream_is_discarded(server: RunningServer) -> None:
     client = await server.connect()
     await client.send_all(lines(1) + b"00000")
@@ -259,32 +145,6 @@ async def test_a_port_in_use_fails_with_a_listen_error_and_keeps_the_old_log(
 @fail_after(TIMEOUT)
 async def test_the_log_is_emptied_once_serving_starts(server: RunningServer) -> None:
     assert server.logged() == []
-
-
-@fail_after(TIMEOUT)
-async def test_a_client_resetting_mid_line_costs_only_its_unfinished_line(
-    server: RunningServer,
-) -> None:
-    resetter = await server.connect()
-    await resetter.send_all(lines(1) + b"0000")
-    await server.wait_until_logged(1)
-    # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-    resetter.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await resetter.aclose()
-    witness = await server.connect()
-    await witness.send_all(lines(2) + b"terminate\n")
-    assert await server.wait_until_stopped() == Totals(unique=2, duplicates=0)
-    assert server.logged() == [lines(1), lines(2)]
-
-
-def numbered_lines(start: int, count: int) -> bytes:
-    """Return lines for start, start + 1, ..., fast enough for megabytes of load."""
-    numbers = np.arange(start, start + count, dtype=np.uint32)
-    table = np.full((count, 10), ord("\n"), dtype=np.uint8)
-    for column in range(8, -1, -1):
-        table[:, column] = ord("0") + numbers % 10
-        numbers //= 10
-    return table.tobytes()
 
 
 @fail_after(30)

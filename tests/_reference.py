@@ -1,0 +1,64 @@
+"""A reference model of one connection's input, and Hypothesis strategies to feed it.
+
+The model reads the specification literally, one byte at a time, with no buffers and no
+NumPy, so that the framer and the server's connection handler can both be checked against it
+for arbitrary streams cut at arbitrary points.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import strategies as st
+
+from numlog_trio import Outcome
+
+
+def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
+    """Read the spec literally, byte by byte: numbers kept, outcome, index where decided."""
+    numbers: list[int] = []
+    line = b""
+    for index, byte in enumerate(stream):
+        line += bytes([byte])
+        if line == b"terminate\n":
+            return numbers, Outcome.TERMINATE, index
+        if byte == ord("\n"):
+            if len(line) == 10 and line[:9].isdigit():
+                numbers.append(int(line[:9]))
+                line = b""
+                continue
+            return numbers, Outcome.INVALID, index
+        if not (len(line) <= 9 and (line.isdigit() or b"terminate".startswith(line))):
+            return numbers, Outcome.INVALID, index
+    return numbers, Outcome.MORE, None
+
+
+number_lines = st.integers(0, 999_999_999).map(lambda n: f"{n:09d}\n".encode())
+near_misses = st.sampled_from(
+    [b"12345678\n", b"1234567890\n", b"123456789\r\n", b"terminate\r\n", b"termin", b"\n"]
+)
+pieces = st.one_of(
+    number_lines, number_lines, number_lines, st.just(b"terminate\n"), near_misses, st.binary()
+)
+"""Parts of a stream: mostly valid lines, some terminate, near misses and arbitrary bytes."""
+streams = st.tuples(st.lists(number_lines, max_size=30), st.lists(pieces, max_size=30)).map(
+    lambda parts: b"".join(parts[0] + parts[1])
+)
+"""Whole client streams: a run of valid lines, then a mix of :data:`pieces`.
+
+Without the run, the first piece that is not a number decides most streams within a line or
+two, and a line carried from one buffer into a next one that holds more lines is rare.
+"""
+cuts = st.lists(st.integers(0, 400), max_size=20)
+"""Offsets at which to cut a stream into receive buffers (clipped to its length)."""
+
+
+def cut(stream: bytes, offsets: list[int]) -> tuple[list[bytes], list[int]]:
+    """Cut a stream at the offsets into non-empty buffers.
+
+    Returns:
+        The buffers in order, and their bounds: buffer ``i`` is
+        ``stream[bounds[i]:bounds[i + 1]]``.
+    """
+    bounds = sorted({0, len(stream), *(min(offset, len(stream)) for offset in offsets)})
+    return [stream[start:stop] for start, stop in itertools.pairwise(bounds)], bounds

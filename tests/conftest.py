@@ -1,0 +1,52 @@
+"""Fixtures that run the server in the test's own nursery (helpers in ``_inprocess.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from _inprocess import RunningServer, StartServer
+
+from numlog_trio import LogWriter, ServerConfig, serve
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
+    """Start servers in the test's nursery, with ServerConfig options as keywords."""
+    started: list[RunningServer] = []
+    with ExitStack() as writers:
+
+        async def start(**options: Any) -> RunningServer:
+            log = tmp_path / f"numbers-{len(started)}.log"
+            # Left from an earlier run: every check of the log's content also checks that
+            # the server empties it at start.
+            log.write_bytes(b"000000999\n")
+            writer = writers.enter_context(LogWriter.open(log))
+            config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
+            running = RunningServer(port=0, log=log)
+            started.append(running)
+
+            async def run(task_status: trio.TaskStatus[int]) -> None:
+                emit = running.reports.append
+                running.totals = await serve(
+                    config, writer, emit_report=emit, task_status=task_status
+                )
+                running.done.set()
+
+            running.port = await nursery.start(run)
+            return running
+
+        yield start
+        for running in started:
+            for client in running.clients:
+                await client.aclose()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> RunningServer:
+    """A server with the default limits, started in the test's nursery."""
+    return await start_server()

@@ -1,0 +1,312 @@
+"""Hostile and broken clients against the real server, while well-behaved clients go on.
+
+Each test checks three things: the bad connection is closed without a reply (or simply ends),
+the other clients keep being served meanwhile, and exactly their numbers (and the valid ones
+the bad client sent before its bad line) land in the log, each once.
+
+Rules: localhost only (127.0.0.1), port 0 so tests never collide, the real clock (an autojump
+clock would jump while a loopback round trip leaves every task blocked), a temporary log
+file, and an absolute timeout on every test so none can hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import attrs
+import pytest
+import trio
+import trio.lowlevel
+from _inprocess import (
+    TIMEOUT,
+    RunningServer,
+    StartServer,
+    fail_after,
+    is_closed_by_server,
+    lines,
+    numbered_lines,
+    reset,
+)
+
+import numlog_trio._server
+from numlog_trio import Framed, LineFramer, Outcome, ServerConfig, Totals
+from numlog_trio._server import RECEIVE_SIZE
+
+IDLE_TIMEOUT = 0.3
+"""Seconds of silence after which the idle-timeout tests expect a client to be dropped."""
+BYSTANDER_BASE = 900_000_000
+"""Bystanders send numbers from here up, apart from any number a hostile client sends."""
+
+
+@attrs.define(eq=False)
+class RecordingFramer:
+    """Stands in for one connection's LineFramer and records what it was fed and held."""
+
+    fed: list[int] = attrs.Factory(list)
+    """Size of each receive buffer, in order."""
+    held: list[int] = attrs.Factory(list)
+    """Bytes of an unfinished line held after each buffer."""
+    outcome: Outcome = Outcome.MORE
+    _framer: LineFramer = attrs.Factory(LineFramer)
+
+    def feed(self, data: bytes | bytearray) -> Framed:
+        framed = self._framer.feed(data)
+        self.fed.append(len(data))
+        self.held.append(self._framer.pending)
+        self.outcome = framed.outcome
+        return framed
+
+
+@pytest.fixture
+def framers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RecordingFramer]]:
+    """Record the framing of every connection the server reads, in order of connection."""
+    created: list[RecordingFramer] = []
+
+    def recording_framer() -> RecordingFramer:
+        created.append(RecordingFramer())
+        return created[-1]
+
+    monkeypatch.setattr(numlog_trio._server, "LineFramer", recording_framer)
+    yield created
+    assert all(held <= 9 for framer in created for held in framer.held), "a line grew past 9"
+
+
+@attrs.define(eq=False)
+class Bystanders:
+    """Well-behaved clients that keep sending new numbers while a hostile client acts."""
+
+    server: RunningServer
+    streams: list[trio.SocketStream]
+    sent: list[bytes] = attrs.Factory(list)
+    """Every line sent so far."""
+
+    @classmethod
+    async def join(cls, server: RunningServer, count: int = 2) -> Bystanders:
+        return cls(server, [await server.connect() for _ in range(count)])
+
+    async def send_round(self, per_client: int = 10) -> None:
+        for stream in self.streams:
+            block = numbered_lines(BYSTANDER_BASE + len(self.sent), per_client)
+            self.sent += block.splitlines(keepends=True)
+            await stream.send_all(block)
+
+    async def chat(self, rounds: int = 5) -> None:
+        for _ in range(rounds):
+            await self.send_round()
+            await trio.sleep(0.01)
+
+
+async def terminate_and_check_log(
+    server: RunningServer, terminator: trio.SocketStream, expected: list[bytes]
+) -> None:
+    """Wait until the log holds ``expected``, terminate, and check it holds exactly that."""
+    await server.wait_until_logged(len(expected))
+    await terminator.send_all(b"terminate\n")
+    with trio.fail_after(1):  # shutdown takes milliseconds
+        assert await server.wait_until_stopped() == Totals(unique=len(expected), duplicates=0)
+    assert sorted(server.logged()) == sorted(expected)
+
+
+@fail_after(TIMEOUT)
+async def test_a_stream_without_newlines_is_cut_off_at_once_and_never_held(
+    server: RunningServer, framers: list[RecordingFramer]
+) -> None:
+    bystanders = await Bystanders.join(server)
+    offender = await server.connect()
+    async with trio.open_nursery() as chatting:
+        chatting.start_soon(bystanders.chat)
+        try:
+            with trio.move_on_after(2) as stuck:
+                await offender.send_all(b"1" * 20_000_000)
+            # Sending 20 MB into a closed connection fails long before it is all sent.
+        except trio.BrokenResourceError:
+            pass
+        else:
+            assert not stuck.cancelled_caught, "the server kept reading a line without end"
+            assert await is_closed_by_server(offender)
+    # The server stopped reading within one receive buffer, and held at most 9 bytes of it
+    # (the fixture checks every framer).
+    (cut_off,) = (framer for framer in framers if framer.outcome is Outcome.INVALID)
+    assert sum(cut_off.fed) <= RECEIVE_SIZE + 9
+    await bystanders.send_round()
+    await terminate_and_check_log(server, bystanders.streams[0], bystanders.sent)
+
+
+@pytest.mark.parametrize(
+    ("column", "bad_byte"), [(4, b"x"), (9, b"\r")], ids=["bad-digit", "bad-newline"]
+)
+@fail_after(TIMEOUT)
+async def test_one_bad_byte_in_a_megabyte_keeps_exactly_the_lines_before_it(
+    server: RunningServer, column: int, bad_byte: bytes
+) -> None:
+    bad_line = 54_321
+    stream = bytearray(numbered_lines(0, 100_000))  # 1 MB
+    stream[bad_line * 10 + column : bad_line * 10 + column + 1] = bad_byte
+    bystanders = await Bystanders.join(server)
+    offender = await server.connect()
+    async with trio.open_nursery() as chatting:
+        chatting.start_soon(bystanders.chat)
+        # A reset is likely: the server closes with the rest of the megabyte unread.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await offender.send_all(stream)
+        assert await is_closed_by_server(offender)
+    await bystanders.send_round()
+    expected = numbered_lines(0, bad_line).splitlines(keepends=True) + bystanders.sent
+    await terminate_and_check_log(server, bystanders.streams[0], expected)
+
+
+@fail_after(TIMEOUT)
+async def test_lines_sent_one_byte_per_segment_are_logged(
+    server: RunningServer, framers: list[RecordingFramer]
+) -> None:
+    bystanders = await Bystanders.join(server)
+    trickler = await server.connect()
+    trickler.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+    stream = lines(123_456_789, 7) + b"terminate\n"
+    await bystanders.send_round()
+    await server.wait_until_logged(len(bystanders.sent))
+    async with trio.open_nursery() as chatting:
+        chatting.start_soon(bystanders.chat)
+        for byte in stream[:20]:
+            await trickler.send_all(bytes([byte]))
+            await trio.sleep(0.002)
+    expected = [*bystanders.sent, *lines(123_456_789, 7).splitlines(keepends=True)]
+    await server.wait_until_logged(len(expected))
+    for byte in stream[20:]:  # terminate, one byte at a time too
+        await trickler.send_all(bytes([byte]))
+        await trio.sleep(0.002)
+    with trio.fail_after(1):
+        assert await server.wait_until_stopped() == Totals(unique=len(expected), duplicates=0)
+    assert sorted(server.logged()) == sorted(expected)
+    # The bytes really arrived one by one: most receives held a single byte.
+    (trickled,) = (framer for framer in framers if framer.outcome is Outcome.TERMINATE)
+    assert sum(trickled.fed) == len(stream)
+    assert trickled.fed.count(1) >= len(stream) // 2, trickled.fed
+
+
+@fail_after(TIMEOUT)
+async def test_a_client_resetting_mid_line_costs_only_its_unfinished_line(
+    server: RunningServer,
+) -> None:
+    bystanders = await Bystanders.join(server)
+    resetter = await server.connect()
+    await resetter.send_all(lines(1) + b"0000")
+    await server.wait_until_logged(1)
+    async with trio.open_nursery() as chatting:
+        chatting.start_soon(bystanders.chat)
+        await reset(resetter)
+    await bystanders.send_round()
+    witness = await server.connect()
+    await witness.send_all(lines(2))
+    await terminate_and_check_log(server, witness, [lines(1), lines(2), *bystanders.sent])
+
+
+@fail_after(TIMEOUT)
+async def test_a_client_that_never_sends_holds_one_slot_and_terminate_still_ends_all(
+    server: RunningServer,
+) -> None:
+    silent = await server.connect()
+    busy = [await server.connect() for _ in range(4)]
+    expected: list[bytes] = []
+    for index, stream in enumerate(busy):
+        expected.append(lines(index))
+        await stream.send_all(expected[-1])
+    await server.wait_until_logged(4)
+    sixth = await server.connect()
+    await sixth.send_all(lines(99))
+    # Without an idle timeout the silent client keeps its slot: the sixth client stays
+    # unread while the four others go on being served.
+    for index, stream in enumerate(busy):
+        await trio.sleep(0.1)
+        expected.append(lines(10 + index))
+        await stream.send_all(expected[-1])
+    await terminate_and_check_log(server, busy[0], expected)
+    for stream in (silent, *busy, sixth):
+        assert await is_closed_by_server(stream)
+
+
+FLOOD = 300
+
+
+async def flood_once(port: int, kind: int) -> None:
+    """Connect and leave at once: close, reset, or either after half a line."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    if kind in {2, 3}:
+        await stream.send_all(b"0000")
+    if kind in {1, 3}:
+        await reset(stream)
+    else:
+        await stream.aclose()
+
+
+@fail_after(TIMEOUT)
+async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
+    server: RunningServer,
+) -> None:
+    per_client = 1000
+    sent: list[bytes] = []
+
+    async def real_client(base: int) -> None:
+        stream = await server.connect()
+        for start in range(base, base + per_client, 100):
+            block = numbered_lines(start, 100)
+            sent.extend(block.splitlines(keepends=True))
+            await stream.send_all(block)
+            await trio.lowlevel.checkpoint()
+        await stream.send_eof()
+        # The server closes only once it has read everything up to our end of stream.
+        assert await is_closed_by_server(stream)
+
+    async with trio.open_nursery() as burst:
+        for index in range(FLOOD):
+            burst.start_soon(flood_once, server.port, index % 4)
+            if index % (FLOOD // 5) == 0:
+                burst.start_soon(real_client, index * per_client)
+    assert len(sent) == 5 * per_client
+    # Afterwards the server still serves a new client, and terminate still works.
+    late = await server.connect()
+    await late.send_all(lines(999_999_999))
+    await terminate_and_check_log(server, late, [*sent, lines(999_999_999)])
+
+
+# Slow clients and the idle timeout --------------------------------------------------------
+
+
+def test_idle_clients_are_never_timed_out_by_default() -> None:
+    # What that means is shown by the never-sending client above: it keeps its slot.
+    assert ServerConfig().idle_timeout is None
+
+
+@fail_after(TIMEOUT)
+async def test_an_idle_timeout_frees_the_slots_of_five_silent_clients_for_a_sixth(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    started = trio.current_time()
+    silent = [await server.connect() for _ in range(5)]
+    # The numbers sent before going silent are kept; an unfinished line is not.
+    await silent[0].send_all(lines(1) + b"0000")
+    await silent[1].send_all(lines(2))
+    # The sixth waits for a slot longer than the timeout, but waiting is not being idle.
+    sixth = await server.connect()
+    for stream in silent:
+        assert await is_closed_by_server(stream)
+    assert trio.current_time() - started >= IDLE_TIMEOUT
+    await sixth.send_all(lines(3))
+    await terminate_and_check_log(server, sixth, [lines(1), lines(2), lines(3)])
+
+
+@fail_after(TIMEOUT)
+async def test_an_idle_timeout_spares_a_client_that_sends_slowly_but_steadily(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    slow = await server.connect()
+    started = trio.current_time()
+    for byte in lines(42):  # one byte every fifth of the timeout: twice the timeout in all
+        await trio.sleep(IDLE_TIMEOUT / 5)
+        await slow.send_all(bytes([byte]))
+    assert trio.current_time() - started >= 2 * IDLE_TIMEOUT
+    await terminate_and_check_log(server, slow, [lines(42)])
