@@ -29,45 +29,50 @@ class SortedNumbers:
         keys: Each number shifted up 32 bits, or-ed with its position in the batch; sorted.
             Equal numbers are adjacent, their first arrival first.
         is_first_of_value: True at the first key of each distinct number.
-        bits: Each number's bit within its bitmap byte.
-        byte_of_key: For each key, which entry of ``touched_bytes`` holds its bit.
-        touched_bytes: The distinct bitmap bytes the numbers fall in, ascending.
+        byte_of_key: For each key, the bitmap byte that holds its number's bit (ascending).
+        bits: For each key, its number's bit within that byte.
+        starts_byte: True at the first key of each distinct bitmap byte.
+        touched_bytes: Those distinct bitmap bytes.
         bits_by_byte: For each touched byte, the bits of all the batch's numbers in it.
     """
 
     keys: NDArray[np.uint64]
     is_first_of_value: NDArray[np.bool_]
-    bits: NDArray[np.uint8]
     byte_of_key: NDArray[np.intp]
+    bits: NDArray[np.uint8]
+    starts_byte: NDArray[np.bool_]
     touched_bytes: NDArray[np.intp]
     bits_by_byte: NDArray[np.uint8]
 
     @classmethod
     def of(cls, numbers: NDArray[np.uint32]) -> SortedNumbers:
         """Sort a batch of numbers (0..999,999,999, in arrival order) for lookup."""
-        count = len(numbers)
         # Sorting value and position together as one key groups equal values (first
-        # occurrence first) and visits the bitmap in address order, a byte once for all its
-        # numbers: one read and one write of each byte, with the memory locality of a scan.
+        # occurrence first) and visits the bitmap in address order, with the memory
+        # locality of a scan instead of scattered reads.
         keys = numbers.astype(np.uint64) << _POSITION_BITS
-        keys |= np.arange(count, dtype=np.uint64)
+        keys |= np.arange(len(numbers), dtype=np.uint64)
         keys.sort()
         values = (keys >> _POSITION_BITS).astype(np.uint32)
-        byte_index = (values >> 3).astype(np.intp)
+        byte_of_key = (values >> 3).astype(np.intp)
         bits = np.left_shift(np.uint8(1), (values & 7).astype(np.uint8))
-        starts_byte = _starts_of_runs(byte_index)
-        byte_starts = np.flatnonzero(starts_byte)
-        byte_of_key = np.cumsum(starts_byte, dtype=np.intp)
-        byte_of_key -= 1
+        starts_byte = _starts_of_runs(byte_of_key)
+        bits_by_byte = bits[starts_byte]
+        # A byte shared by several numbers of the batch is rare (a batch covers a tiny part
+        # of the bitmap); fold the bits of its later numbers into its first one's.
+        later = np.flatnonzero(~starts_byte)
+        if len(later):
+            byte_starts = np.flatnonzero(starts_byte)
+            byte_of_later = np.searchsorted(byte_starts, later, side="right") - 1
+            np.bitwise_or.at(bits_by_byte, byte_of_later, bits[later])
         return cls(
             keys=keys,
             is_first_of_value=_starts_of_runs(values),
-            bits=bits,
             byte_of_key=byte_of_key,
-            touched_bytes=byte_index[byte_starts],
-            bits_by_byte=(
-                np.bitwise_or.reduceat(bits, byte_starts) if count else np.empty(0, np.uint8)
-            ),
+            bits=bits,
+            starts_byte=starts_byte,
+            touched_bytes=byte_of_key[starts_byte],
+            bits_by_byte=bits_by_byte,
         )
 
 
@@ -139,8 +144,8 @@ class SeenNumbers:
         Returns:
             Their first sightings; the bitmap is unchanged.
         """
-        before = np.take(self._bitmap(), batch.touched_bytes)
-        fresh = (np.take(before, batch.byte_of_key) & batch.bits) == 0
+        before = np.take(self._bitmap(), batch.byte_of_key)
+        fresh = (before & batch.bits) == 0
         fresh &= batch.is_first_of_value
         fresh_keys = batch.keys[fresh]
         first_sightings = np.zeros(len(batch.keys), dtype=np.bool_)
@@ -149,7 +154,7 @@ class SeenNumbers:
             first_sightings,
             (fresh_keys >> _POSITION_BITS).astype(np.uint32),
             batch.touched_bytes,
-            before | batch.bits_by_byte,
+            before[batch.starts_byte] | batch.bits_by_byte,
         )
 
     def mark(self, new: NewNumbers) -> None:
