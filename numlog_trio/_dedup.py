@@ -130,7 +130,7 @@ class SeenNumbers:
         machine short of memory fails at start rather than mid-run.
 
         Raises:
-            MemoryError: The bitmap could not be allocated.
+            OSError: The bitmap could not be mapped (ENOMEM).
         """
         # Writing one byte per page makes the operating system map (and zero) every page.
         self._bitmap()[::_PAGE_SIZE] = 0

@@ -123,7 +123,7 @@ class LogWriter:
         """
         try:
             self._seen.reserve()
-        except MemoryError as error:
+        except (MemoryError, OSError) as error:
             raise MemoryOutError(
                 f"cannot allocate the {BITMAP_BYTES // 1_000_000} MB bitmap of seen numbers"
             ) from error

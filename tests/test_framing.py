@@ -146,6 +146,29 @@ def test_one_bad_byte_in_a_large_buffer_keeps_exactly_the_lines_before() -> None
     assert numbers_of(framed) == list(range(54_321))
 
 
+# Bytes just outside the valid ranges, and ones whose shifted value crosses 128, where the
+# word-at-a-time check could carry into the next byte.
+BAD_BYTES = (b"/", b":", b"\n", b"0", b" ", b"\x80", b"\xb0", b"\xff")
+
+
+@pytest.mark.parametrize("lead", [0, 3])
+@pytest.mark.parametrize("bad", BAD_BYTES)
+def test_a_bad_byte_anywhere_in_a_group_of_words_stops_at_its_line(lead: int, bad: bytes) -> None:
+    # 64 lines are 640 bytes, many 40-byte groups checked a word at a time. ``lead`` bytes of
+    # a line carried from a previous buffer shift the rest off the word boundary.
+    numbers = [n * 12_345_678 % 1_000_000_000 for n in range(64)]
+    valid = b"".join(b"%09d\n" % number for number in numbers)
+    for position in range(lead, len(valid)):
+        if (bad == b"\n") == (position % 10 == 9) and (bad == b"\n" or bad.isdigit()):
+            continue  # the line stays valid
+        stream = valid[:position] + bad + valid[position + 1 :]
+        framer = LineFramer()
+        kept = numbers_of(framer.feed(stream[:lead])) if lead else []
+        framed = framer.feed(stream[lead:])
+        kept += numbers_of(framed)
+        assert (kept, framed.outcome) == (numbers[: position // 10], Outcome.INVALID), position
+
+
 def test_parse_numbers_reads_all_nine_digits() -> None:
     records = np.frombuffer(b"000000000\n999999999\n100000001\n", dtype=np.uint8)
     assert parse_numbers(records.reshape(3, 10)).tolist() == [0, 999_999_999, 100_000_001]

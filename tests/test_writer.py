@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import trio
 from numpy.typing import NDArray
 
 from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals
+from numlog_trio._errors import MemoryOutError
 from numlog_trio._writer import Batch
 
 
@@ -121,3 +123,28 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
         assert os.fstat(synced[0]).st_ino == log.stat().st_ino
     assert writer.totals == Totals(unique=5, duplicates=5)
     assert log.read_bytes() == records(*range(5)).tobytes()
+
+
+def test_a_bitmap_that_cannot_be_mapped_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    monkeypatch.setattr(mmap, "mmap", no_memory)
+    with (
+        LogWriter.open(tmp_path / "numbers.log") as writer,
+        pytest.raises(MemoryOutError, match=r"^cannot allocate the 125 MB bitmap"),
+    ):
+        writer.reserve_memory()
+
+
+def test_reserving_maps_the_whole_bitmap_before_any_number(tmp_path: Path) -> None:
+    def resident_kib() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0])
+
+    with LogWriter.open(tmp_path / "numbers.log") as writer:
+        before = resident_kib()
+        writer.reserve_memory()
+        assert resident_kib() - before > 120_000  # KiB: the 125 MB bitmap is resident
