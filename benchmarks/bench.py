@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -20,17 +19,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from numlog_trio._load import Summary, Workload, make_workload, run_against_spawned
+from numlog_trio._load import (
+    Summary,
+    Workload,
+    installed_server_command,
+    make_workload,
+    run_against_spawned,
+)
 
 BASELINE = Path(__file__).with_name("baseline_server.py")
-
-
-def installed_server() -> list[str]:
-    scripts = Path(sys.executable).parent
-    found = shutil.which("numlog-trio", path=str(scripts)) or shutil.which("numlog-trio")
-    if found is None:
-        sys.exit("bench: the numlog-trio command is not installed")
-    return [found]
 
 
 def measure(command: list[str], workload: Workload, clients: int) -> Summary:
@@ -105,7 +102,10 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    commands = {"numlog-trio": installed_server(), "baseline": [sys.executable, str(BASELINE)]}
+    commands = {
+        "numlog-trio": installed_server_command(),
+        "baseline": [sys.executable, str(BASELINE)],
+    }
     results: dict[str, list[Summary]] = {name: [] for name in commands}
     # Interleave the two servers, so that a slow spell of the shared machine hits both.
     for turn in range(max(args.runs, args.baseline_runs)):

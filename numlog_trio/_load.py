@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -226,6 +227,12 @@ class SpawnedServer:
         for raw in process.stderr:
             lines.append(raw.decode(errors="replace").rstrip("\n"))
 
+    def server_pid(self) -> int:
+        """Return the process id of the server itself (the launcher's only child)."""
+        launcher = self.process.pid
+        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+        return int(children[0])
+
     @property
     def stderr(self) -> str:
         """What the server wrote on standard error so far."""
@@ -250,6 +257,15 @@ class SpawnedServer:
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def installed_server_command() -> list[str]:
+    """Return the command line of the installed ``numlog-trio``, next to this interpreter."""
+    scripts = str(Path(sys.executable).parent)
+    found = shutil.which("numlog-trio", path=scripts) or shutil.which("numlog-trio")
+    if found is None:
+        raise RuntimeError("the numlog-trio command is not installed")
+    return [found]
 
 
 def _connect(host: str, port: int) -> socket.socket:
