@@ -29,6 +29,12 @@ PREPARING_THREADS: Final = 1
 """Worker threads parsing and sorting batches at once, beside the writer's thread."""
 
 
+def _positive(config: object, attribute: attrs.Attribute[float], value: float) -> None:
+    # ``not value > 0`` also rejects nan, which every comparison is false for.
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value}")
+
+
 @final
 @attrs.frozen
 class ServerConfig:
@@ -49,10 +55,14 @@ class ServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 4000
-    max_clients: int = 5
-    report_interval: float = 10.0
-    idle_timeout: float | None = None
+    port: int = attrs.field(
+        default=4000, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
+    max_clients: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    report_interval: float = attrs.field(default=10.0, validator=_positive)
+    idle_timeout: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
     handle_signals: bool = True
 
 

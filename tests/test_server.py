@@ -177,3 +177,23 @@ async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_sync
     logged = set(server.logged())
     assert all(line in logged for line in numbered_lines(0, 1000).splitlines(keepends=True))
     assert synced
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"port": -1},
+        {"port": 65536},
+        {"max_clients": 0},
+        {"report_interval": 0.0},
+        {"report_interval": float("nan")},
+        {"idle_timeout": 0.0},
+        {"idle_timeout": -1.0},
+        {"idle_timeout": float("nan")},
+    ],
+)
+def test_a_config_that_cannot_work_is_refused_when_built(setting: dict[str, float]) -> None:
+    # The command line refuses these too; this covers code that builds the config itself,
+    # where a bad idle timeout would otherwise raise inside a handler and stop the server.
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        ServerConfig(**setting)  # type: ignore[arg-type]
