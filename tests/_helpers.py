@@ -26,6 +26,8 @@ from typing import Final
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 10.0
 """Upper bound in seconds of any single wait; a healthy run needs a small fraction of it."""
+QUICK: Final = 3.0
+"""Seconds within which a server asked to shut down must have exited."""
 
 NL: Final = os.linesep.encode()
 """The server-native newline that ends every input line and every logged number."""
@@ -239,6 +241,17 @@ class Server:
         self._output[self._stdout] += stdout
         self._output[self._stderr] += stderr
         return Finished(self.process.returncode, self.stdout, self.stderr)
+
+
+def limited_server(limit: str, value: int) -> tuple[str, ...]:
+    """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
+    return (
+        sys.executable,
+        "-c",
+        "import resource, runpy; "
+        f"resource.setrlimit(resource.{limit}, ({value}, {value})); "
+        "runpy.run_module('numlog_trio', run_name='__main__')",
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

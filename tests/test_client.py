@@ -27,6 +27,7 @@ from _helpers import (
     CLIENT_MODULE,
     HOST,
     NL,
+    QUICK,
     TIMEOUT,
     console_script,
     line,
@@ -38,9 +39,6 @@ from _helpers import (
 )
 
 from numlog_trio._client import as_line, split_lines
-
-QUICK = 3.0
-"""Seconds within which a server asked to shut down must have exited."""
 
 
 def _assert_said_closed(stderr: str) -> None:

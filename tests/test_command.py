@@ -26,9 +26,11 @@ from pathlib import Path
 import pytest
 from _helpers import (
     HOST,
+    QUICK,
     connect,
     console_script,
     is_open_after,
+    limited_server,
     line,
     lines,
     logged,
@@ -42,9 +44,6 @@ from _helpers import (
 )
 
 from numlog_trio._cli import build_parser
-
-QUICK = 3.0
-"""Seconds within which a server asked to shut down must have exited."""
 
 
 def _assert_one_line_error(stderr: str) -> None:
@@ -203,13 +202,7 @@ def test_a_full_device_stops_the_server_with_one_line(tmp_path: Path) -> None:
 
 
 FILE_SIZE_LIMIT = 500
-LIMITED_SERVER = (
-    sys.executable,
-    "-c",
-    "import resource, runpy; "
-    f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, {FILE_SIZE_LIMIT})); "
-    "runpy.run_module('numlog_trio', run_name='__main__')",
-)
+LIMITED_SERVER = limited_server("RLIMIT_FSIZE", FILE_SIZE_LIMIT)
 
 
 def test_a_disk_filling_up_stops_the_server_and_the_log_keeps_whole_lines(
@@ -233,13 +226,7 @@ def test_a_disk_filling_up_stops_the_server_and_the_log_keeps_whole_lines(
 
 
 DESCRIPTOR_LIMIT = 30
-FEW_DESCRIPTORS_SERVER = (
-    sys.executable,
-    "-c",
-    "import resource, runpy; "
-    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({DESCRIPTOR_LIMIT}, {DESCRIPTOR_LIMIT})); "
-    "runpy.run_module('numlog_trio', run_name='__main__')",
-)
+FEW_DESCRIPTORS_SERVER = limited_server("RLIMIT_NOFILE", DESCRIPTOR_LIMIT)
 
 
 def test_running_out_of_file_descriptors_is_reported_in_one_line_and_survived(
