@@ -16,6 +16,7 @@ per value would add nothing but start-up time.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sys
@@ -171,14 +172,30 @@ def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -
     assert (tmp_path / "numbers.log").read_bytes() == b"000000001\n"
 
 
-@pytest.mark.parametrize("log_file", ["missing/numbers.log", "."], ids=["missing-dir", "a-dir"])
-def test_unwritable_log_file_fails_before_listening(tmp_path: Path, log_file: str) -> None:
+@pytest.mark.parametrize(
+    ("log_file", "reason"),
+    [
+        ("missing/numbers.log", "No such file or directory"),
+        (".", "Is a directory"),
+        # Root may write anywhere chmod forbids, but not new files into sysfs: a directory
+        # that denies creating the log to every user (EROFS where /sys is mounted read-only).
+        ("/sys/numbers.log", "Permission denied|Read-only file system"),
+        ("a-file/numbers.log", "Not a directory"),
+    ],
+    ids=["missing-dir", "a-dir", "no-permission", "parent-is-a-file"],
+)
+def test_unwritable_log_file_fails_before_listening(
+    tmp_path: Path, log_file: str, reason: str
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
     finished = run_server(tmp_path, "--log-file", log_file)
     assert finished.returncode == 1
     _assert_one_line_error(finished.stderr)
+    assert re.search(f"cannot open log file {re.escape(log_file)}: ({reason})$", finished.stderr)
     assert "listening" not in finished.stderr
     assert finished.stdout == ""
     assert not (tmp_path / "missing").exists()
+    assert (tmp_path / "a-file").read_bytes() == b""
 
 
 def test_a_device_can_be_the_log(tmp_path: Path) -> None:
