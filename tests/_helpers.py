@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+from numpy.typing import NDArray
+
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 10.0
 """Upper bound in seconds of any single wait; a healthy run needs a small fraction of it."""
@@ -104,6 +107,24 @@ def send_and_close(port: int, data: bytes) -> None:
         assert wait_closed(sock) == b""
 
 
+def stream_until_closed(sock: socket.socket, data: bytes, timeout: float = TIMEOUT) -> None:
+    """Send ``data`` over and over until the server closes the connection.
+
+    Meant for a thread of its own: a client that keeps the server busy for as long as it is
+    served. Only the server closing the connection ends it.
+
+    Raises:
+        AssertionError: The connection was still open after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        return
+    raise AssertionError(f"the server kept the connection open for {timeout} s")
+
+
 def send_terminate(port: int) -> None:
     """Send ``terminate`` and wait until the server closes the connection."""
     with connect(port) as sock:
@@ -114,6 +135,24 @@ def send_terminate(port: int) -> None:
 def logged(directory: Path) -> list[bytes]:
     """Return the lines of ``numbers.log`` in ``directory``, each with its newline, sorted."""
     return sorted((directory / "numbers.log").read_bytes().splitlines(keepends=True))
+
+
+def logged_numbers(directory: Path) -> NDArray[np.int64]:
+    """Return the numbers of ``numbers.log`` in ``directory``, in order, read fast.
+
+    Also checks that the log holds nothing but whole lines of nine digits and a newline.
+    """
+    data = (directory / "numbers.log").read_bytes()
+    assert len(data) % 10 == 0, f"the log ends with an unfinished line: {data[-20:]!r}"
+    table = np.frombuffer(data, dtype=np.uint8).reshape(-1, 10)
+    assert (table[:, 9] == ord("\n")).all(), "a line of the log is not 9 characters long"
+    digits = table[:, :9] - np.uint8(ord("0"))  # anything but a digit wraps around past 9
+    assert (digits <= 9).all(), "a line of the log is not nine digits"
+    numbers = np.zeros(len(table), dtype=np.int64)
+    for column in range(9):
+        numbers *= 10
+        numbers += digits[:, column]
+    return numbers
 
 
 def report_counts(stdout: str) -> list[tuple[int, int, int]]:

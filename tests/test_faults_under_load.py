@@ -1,0 +1,135 @@
+"""The ``numlog-trio`` command under load from several clients: shutdown and faults.
+
+Each test keeps every slot busy with clients sending megabytes, then stops the server (a
+signal, ``terminate``, a disk filling up) and checks that nothing accepted was lost, nothing
+was logged twice or in part, and every client was disconnected.
+
+Rules for every test here:
+
+- localhost only: servers listen on 127.0.0.1 and clients are plain blocking sockets, the
+  busy ones each in a thread of their own;
+- port 0: the operating system picks a free port, read back from the server's stderr line;
+- a temporary directory (pytest's ``tmp_path``) is the server's working directory and holds
+  its ``numbers.log``;
+- an absolute timeout bounds every wait (process, pipe, socket and thread), and a server
+  still running when a test ends is killed, so no test can hang.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import (
+    QUICK,
+    TIMEOUT,
+    connect,
+    logged_numbers,
+    report_counts,
+    running_server,
+    send_and_close,
+    stream_until_closed,
+)
+from _inprocess import numbered_lines
+from numpy.typing import NDArray
+
+CLIENTS = 5
+"""The default number of slots: every test fills them all."""
+
+SIGNALS = pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
+
+BUSY_NUMBERS = 50_000
+"""Distinct numbers each busy client sends, over and over."""
+
+
+def _first_number(client: int) -> int:
+    """Return where the numbers of a client start: every client sends a set of its own."""
+    return (client + 1) * 100_000_000
+
+
+def _sent_by_clients(per_client: int, clients: int = CLIENTS) -> NDArray[np.int64]:
+    """Return, sorted, the numbers that the first ``clients`` clients send ``per_client`` of."""
+    starts = [_first_number(client) for client in range(clients)]
+    return np.concatenate([np.arange(start, start + per_client) for start in starts])
+
+
+def _keep_busy(
+    pool: ThreadPoolExecutor, clients: list[socket.socket], per_client: int = BUSY_NUMBERS
+) -> list[Future[None]]:
+    """Make each client send its own numbers over and over until the server closes it.
+
+    After the first round every number is a duplicate: the log stays small while the server
+    keeps reading, deduplicating and counting as fast as it can.
+    """
+    return [
+        pool.submit(stream_until_closed, sock, numbered_lines(_first_number(client), per_client))
+        for client, sock in enumerate(clients)
+    ]
+
+
+def _wait_all(streams: list[Future[None]]) -> None:
+    """Wait for the streaming clients: each must have seen the server close its connection."""
+    for stream in streams:
+        stream.result(timeout=TIMEOUT)
+
+
+def _assert_no_duplicates(numbers: NDArray[np.int64]) -> None:
+    ordered = np.sort(numbers)
+    assert not (ordered[1:] == ordered[:-1]).any(), "a number was logged twice"
+
+
+@SIGNALS
+def test_a_signal_after_clients_sent_everything_keeps_every_number(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    per_client = 200_000
+    with ThreadPoolExecutor(CLIENTS) as pool, running_server(tmp_path) as server:
+        # The server closes after a client's end of stream only once it has read every line
+        # and handed the numbers to the writer; the writer may still be busy with them.
+        data = [numbered_lines(_first_number(client), per_client) for client in range(CLIENTS)]
+        list(pool.map(partial(send_and_close, server.port), data, timeout=TIMEOUT))
+        started = time.monotonic()
+        server.signal(signum)
+        finished = server.finish(timeout=QUICK)
+        elapsed = time.monotonic() - started
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert elapsed < QUICK
+    logged = logged_numbers(tmp_path)
+    _assert_no_duplicates(logged)
+    assert np.array_equal(np.sort(logged), _sent_by_clients(per_client))
+
+
+@SIGNALS
+def test_a_signal_while_clients_are_sending_stops_at_once_and_logs_whole_lines(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    with (
+        ThreadPoolExecutor(CLIENTS) as pool,
+        running_server(tmp_path, "--report-interval", "0.05") as server,
+        ExitStack() as stack,
+    ):
+        clients = [stack.enter_context(connect(server.port)) for _ in range(CLIENTS)]
+        streams = _keep_busy(pool, clients)
+        server.wait_for_report(lambda _, duplicates: duplicates > 0)
+        started = time.monotonic()
+        server.signal(signum)
+        finished = server.finish(timeout=QUICK)
+        elapsed = time.monotonic() - started
+        _wait_all(streams)
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert elapsed < QUICK
+    logged = logged_numbers(tmp_path)
+    _assert_no_duplicates(logged)
+    assert np.isin(logged, _sent_by_clients(BUSY_NUMBERS)).all(), "a number nobody sent"
+    assert all(total <= len(logged) for *_, total in report_counts(finished.stdout))
