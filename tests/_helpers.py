@@ -18,7 +18,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -280,6 +280,23 @@ class Server:
         self._output[self._stdout] += stdout
         self._output[self._stderr] += stderr
         return Finished(self.process.returncode, self.stdout, self.stderr)
+
+
+def served_clients(server: Server, stack: ExitStack, numbers: Sequence[str]) -> list[socket.socket]:
+    """Connect one client per number, and wait until the server has logged each client's number.
+
+    Each number must be new to the server, and the server must report often (a short
+    ``--report-interval``): a report counting every one proves that each client holds a slot.
+
+    Returns:
+        The connected clients, closed when ``stack`` closes.
+    """
+    unique_before = server.report_sums()[0]
+    clients = [stack.enter_context(connect(server.port)) for _ in numbers]
+    for client, number in zip(clients, numbers, strict=True):
+        client.sendall(line(number))
+    server.wait_for_report(lambda unique, _: unique == unique_before + len(numbers))
+    return clients
 
 
 def limited_server(limit: str, value: int) -> tuple[str, ...]:

@@ -31,11 +31,15 @@ from _helpers import (
     QUICK,
     TIMEOUT,
     connect,
+    is_open_after,
+    line,
     logged_numbers,
     report_counts,
     running_server,
     send_and_close,
+    served_clients,
     stream_until_closed,
+    wait_closed,
 )
 from _inprocess import numbered_lines
 from numpy.typing import NDArray
@@ -49,6 +53,9 @@ SIGNALS = pytest.mark.parametrize(
 
 BUSY_NUMBERS = 50_000
 """Distinct numbers each busy client sends, over and over."""
+
+TERMINATE_BOUND = 2.0
+"""Seconds from sending ``terminate`` to the process's exit; generous for a shared machine."""
 
 
 def _first_number(client: int) -> int:
@@ -133,3 +140,58 @@ def test_a_signal_while_clients_are_sending_stops_at_once_and_logs_whole_lines(
     _assert_no_duplicates(logged)
     assert np.isin(logged, _sent_by_clients(BUSY_NUMBERS)).all(), "a number nobody sent"
     assert all(total <= len(logged) for *_, total in report_counts(finished.stdout))
+
+
+def test_terminate_from_a_waiting_client_waits_until_it_is_served(tmp_path: Path) -> None:
+    with (
+        ThreadPoolExecutor(CLIENTS) as pool,
+        running_server(tmp_path, "--report-interval", "0.05") as server,
+        ExitStack() as stack,
+    ):
+        holders = served_clients(server, stack, [f"99999999{slot}" for slot in range(CLIENTS)])
+        streams = _keep_busy(pool, holders[:3])
+        idle = holders[3:]
+        waiting = stack.enter_context(connect(server.port))
+        waiting.sendall(line("123456789") + line("terminate"))
+        # The slots stay busy: the streaming clients go on being read (their repeats counted
+        # as duplicates), and the waiting client is neither read nor closed.
+        server.wait_for_report(lambda _, duplicates: duplicates > 0)
+        assert is_open_after(waiting, 0.3)
+        assert server.process.poll() is None
+        assert line("123456789") not in (tmp_path / "numbers.log").read_bytes()
+
+        idle[0].close()  # a slot frees: the waiting client is read, and its terminate obeyed
+        finished = server.finish(timeout=QUICK)
+        assert wait_closed(waiting) == b""
+        assert wait_closed(idle[1]) == b""
+        _wait_all(streams)
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    logged = logged_numbers(tmp_path)
+    _assert_no_duplicates(logged)
+    assert 123456789 in logged
+
+
+def test_terminate_under_load_ends_everything_within_a_bound(tmp_path: Path) -> None:
+    from_terminator = numbered_lines(900_000_000, 1000)
+    with (
+        ThreadPoolExecutor(CLIENTS) as pool,
+        running_server(tmp_path, "--report-interval", "0.05") as server,
+        ExitStack() as stack,
+    ):
+        clients = [stack.enter_context(connect(server.port)) for _ in range(CLIENTS - 1)]
+        streams = _keep_busy(pool, clients)
+        server.wait_for_report(lambda _, duplicates: duplicates > 0)
+        terminator = stack.enter_context(connect(server.port))
+        started = time.monotonic()
+        terminator.sendall(from_terminator + line("terminate"))
+        finished = server.finish(timeout=QUICK)
+        elapsed = time.monotonic() - started
+        assert wait_closed(terminator) == b""
+        _wait_all(streams)
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert elapsed < TERMINATE_BOUND, f"terminate took {elapsed:.3f} s to end the server"
+    logged = logged_numbers(tmp_path)
+    _assert_no_duplicates(logged)
+    assert np.isin(np.arange(900_000_000, 900_001_000), logged).all()
