@@ -32,6 +32,7 @@ from _helpers import (
     TIMEOUT,
     connect,
     is_open_after,
+    limited_server,
     line,
     logged_numbers,
     report_counts,
@@ -39,6 +40,7 @@ from _helpers import (
     send_and_close,
     served_clients,
     stream_until_closed,
+    sums,
     wait_closed,
 )
 from _inprocess import numbered_lines
@@ -195,3 +197,40 @@ def test_terminate_under_load_ends_everything_within_a_bound(tmp_path: Path) -> 
     logged = logged_numbers(tmp_path)
     _assert_no_duplicates(logged)
     assert np.isin(np.arange(900_000_000, 900_001_000), logged).all()
+
+
+FILE_SIZE_LIMIT = 1_000_005  # a little over 100,000 lines; not a whole number of lines
+
+
+def test_a_disk_filling_up_under_load_disconnects_everyone_and_reports_only_what_was_logged(
+    tmp_path: Path,
+) -> None:
+    command = limited_server("RLIMIT_FSIZE", FILE_SIZE_LIMIT)
+    with (
+        ThreadPoolExecutor(CLIENTS) as pool,
+        running_server(tmp_path, "--report-interval", "0.02", command=command) as server,
+        ExitStack() as stack,
+    ):
+        holders = served_clients(server, stack, [f"99999999{slot}" for slot in range(CLIENTS)])
+        idle = holders[4]
+        waiting = stack.enter_context(connect(server.port))
+        # Four clients send twice as many distinct numbers as the file may hold.
+        streams = _keep_busy(pool, holders[:4])
+        finished = server.finish()
+        # Every client was disconnected: the busy ones, the idle one, the one waiting unread.
+        _wait_all(streams)
+        assert wait_closed(idle) == b""
+        assert wait_closed(waiting) == b""
+    assert finished.returncode == 1
+    said = finished.stderr.splitlines()
+    assert said[1:] == ["numlog-trio: cannot write numbers.log: File too large"], said
+    logged = logged_numbers(tmp_path)  # whole lines only: the failed write was cut back
+    _assert_no_duplicates(logged)
+    assert CLIENTS < len(logged) <= FILE_SIZE_LIMIT // 10
+    holders_numbers = 999_999_990 + np.arange(CLIENTS)
+    sent = np.concatenate([_sent_by_clients(BUSY_NUMBERS, clients=4), holders_numbers])
+    assert np.isin(logged, sent).all(), "a number nobody sent"
+    # No report ever counted a number that is not in the log.
+    counts = report_counts(finished.stdout)
+    sums(counts)
+    assert all(total <= len(logged) for *_, total in counts)
