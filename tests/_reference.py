@@ -2,16 +2,18 @@
 
 The model reads the specification literally, one byte at a time, with no buffers and no
 NumPy, so that the framer and the server's connection handler can both be checked against it
-for arbitrary streams cut at arbitrary points.
+for arbitrary streams cut at arbitrary points. The check of the framer against it is here too,
+shared by the hypothesis test and the atheris fuzz target (``fuzz/fuzz_framing.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Final
 
 from hypothesis import strategies as st
 
-from numlog_trio import Outcome
+from numlog_trio import Framed, LineFramer, Outcome, parse_numbers
 
 
 def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
@@ -34,9 +36,16 @@ def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
 
 
 number_lines = st.integers(0, 999_999_999).map(lambda n: f"{n:09d}\n".encode())
-near_misses = st.sampled_from(
-    [b"12345678\n", b"1234567890\n", b"123456789\r\n", b"terminate\r\n", b"termin", b"\n"]
+NEAR_MISSES: Final = (
+    b"12345678\n",
+    b"1234567890\n",
+    b"123456789\r\n",
+    b"terminate\r\n",
+    b"termin",
+    b"\n",
 )
+"""Pieces that are almost valid input, mixed into generated streams."""
+near_misses = st.sampled_from(NEAR_MISSES)
 pieces = st.one_of(
     number_lines, number_lines, number_lines, st.just(b"terminate\n"), near_misses, st.binary()
 )
@@ -62,3 +71,48 @@ def cut(stream: bytes, offsets: list[int]) -> tuple[list[bytes], list[int]]:
     """
     bounds = sorted({0, len(stream), *(min(offset, len(stream)) for offset in offsets)})
     return [stream[start:stop] for start, stop in itertools.pairwise(bounds)], bounds
+
+
+def numbers_of(framed: Framed) -> list[int]:
+    """Return the numbers of a framed buffer, in order."""
+    return [int(n) for chunk in framed.chunks for n in parse_numbers(chunk)]
+
+
+def feed_all(pieces: list[bytes]) -> tuple[list[int], Outcome, int]:
+    """Feed pieces until the framer stops; return numbers, outcome, pieces consumed.
+
+    Also checks, after every piece, that the framer holds at most 9 bytes.
+    """
+    framer = LineFramer()
+    numbers: list[int] = []
+    for index, piece in enumerate(pieces):
+        framed = framer.feed(piece)
+        assert framer.pending <= 9, f"the framer holds {framer.pending} bytes"
+        numbers += numbers_of(framed)
+        if framed.outcome is not Outcome.MORE:
+            return numbers, framed.outcome, index + 1
+    return numbers, Outcome.MORE, len(pieces)
+
+
+def check_framer(stream: bytes, offsets: list[int]) -> None:
+    """Feed ``stream``, cut at ``offsets``, to a framer, and check it against the reference.
+
+    Raises:
+        AssertionError: The framer kept other numbers, came to another outcome, decided in
+            another buffer than the one holding the deciding byte, or held more than 9 bytes.
+    """
+    buffers, bounds = cut(stream, offsets)
+
+    expected_numbers, expected_outcome, decided_at = reference(stream)
+    numbers, outcome, used = feed_all(buffers)
+
+    assert (numbers, outcome) == (expected_numbers, expected_outcome), (
+        f"framer: {outcome} after {numbers}; reference: {expected_outcome} after "
+        f"{expected_numbers}; stream {stream!r} cut at {bounds}"
+    )
+    if decided_at is not None:
+        # The framer stops at the buffer holding the deciding byte, not later.
+        assert bounds[used - 1] <= decided_at < bounds[used], (
+            f"decided at byte {decided_at}, but the framer stopped after buffer {used} of "
+            f"{stream!r} cut at {bounds}"
+        )

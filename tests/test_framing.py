@@ -3,34 +3,17 @@
 A hypothesis test checks the framer against the byte-at-a-time reference model of
 ``_reference.py``, which reads the spec literally: which numbers are kept, whether the
 connection is closed or terminates, and at which byte that is decided, for arbitrary streams
-cut at arbitrary points.
+cut at arbitrary points. The fuzz target ``fuzz/fuzz_framing.py`` makes the same check.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from _reference import cut, cuts, reference, streams
+from _reference import check_framer, cuts, feed_all, numbers_of, streams
 from hypothesis import given
 
 from numlog_trio import Framed, LineFramer, Outcome, parse_numbers
-
-
-def numbers_of(framed: Framed) -> list[int]:
-    return [int(n) for chunk in framed.chunks for n in parse_numbers(chunk)]
-
-
-def feed_all(pieces: list[bytes]) -> tuple[list[int], Outcome, int]:
-    """Feed pieces until the framer stops; return numbers, outcome, pieces consumed."""
-    framer = LineFramer()
-    numbers: list[int] = []
-    for index, piece in enumerate(pieces):
-        framed = framer.feed(piece)
-        assert framer.pending <= 9
-        numbers += numbers_of(framed)
-        if framed.outcome is not Outcome.MORE:
-            return numbers, framed.outcome, index + 1
-    return numbers, Outcome.MORE, len(pieces)
 
 
 def test_numbers_in_one_buffer_keep_their_order_and_leading_zeros() -> None:
@@ -179,12 +162,4 @@ def test_parse_numbers_reads_all_nine_digits() -> None:
 def test_framer_matches_the_reference_for_any_stream_cut_anywhere(
     stream: bytes, offsets: list[int]
 ) -> None:
-    buffers, bounds = cut(stream, offsets)
-
-    expected_numbers, expected_outcome, decided_at = reference(stream)
-    numbers, outcome, used = feed_all(buffers)
-
-    assert (numbers, outcome) == (expected_numbers, expected_outcome)
-    if decided_at is not None:
-        # The framer stops at the buffer holding the deciding byte, not later.
-        assert bounds[used - 1] <= decided_at < bounds[used]
+    check_framer(stream, offsets)
