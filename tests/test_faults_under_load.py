@@ -17,6 +17,9 @@ Rules for every test here:
 
 from __future__ import annotations
 
+import fcntl
+import os
+import select
 import signal
 import socket
 import time
@@ -38,6 +41,7 @@ from _helpers import (
     report_counts,
     running_server,
     send_and_close,
+    send_terminate,
     served_clients,
     stream_until_closed,
     sums,
@@ -116,6 +120,56 @@ def test_a_signal_after_clients_sent_everything_keeps_every_number(
     logged = logged_numbers(tmp_path)
     _assert_no_duplicates(logged)
     assert np.array_equal(np.sort(logged), _sent_by_clients(per_client))
+
+
+PIPE_SIZE = 4096
+"""Bytes a pipe holds at least (one page): less than one client's batch of number lines."""
+
+
+def _read_until_closed(fd: int, timeout: float = TIMEOUT) -> bytes:
+    """Read a non-blocking pipe until its writer closes it; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    received = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the pipe was still open after {timeout} s"
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if readable:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return bytes(received)
+            received += chunk
+
+
+@pytest.mark.parametrize("shutdown", ["SIGINT", "SIGTERM", "terminate"])
+def test_a_shutdown_while_the_writer_is_behind_still_writes_every_batch_handed_to_it(
+    tmp_path: Path, shutdown: str
+) -> None:
+    # The log is a pipe, and the test its reader, which reads nothing until the server was
+    # told to stop. So the writer is stuck on the first client's batch (more than the pipe
+    # holds) and the second client's batch waits in the writer's queue: shutdown must still
+    # write it, whatever stops the server.
+    log = tmp_path / "numbers.log"
+    os.mkfifo(log)
+    reader = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        batches = [numbered_lines(_first_number(client), 1000) for client in range(2)]
+        with running_server(tmp_path) as server:
+            for data in batches:
+                send_and_close(server.port, data)  # read whole and handed to the writer
+            if shutdown == "terminate":
+                send_terminate(server.port)
+            else:
+                server.signal(signal.Signals[shutdown])
+                server.read_until(lambda: "shutting down" in server.stderr)
+            logged = _read_until_closed(reader)
+            finished = server.finish(timeout=QUICK)
+    finally:
+        os.close(reader)
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert logged == b"".join(batches)
 
 
 @SIGNALS
