@@ -155,6 +155,7 @@ def test_a_shutdown_while_the_writer_is_behind_still_writes_every_batch_handed_t
     try:
         fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         batches = [numbered_lines(_first_number(client), 1000) for client in range(2)]
+        assert fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ) < len(batches[0])  # the writer blocks
         with running_server(tmp_path) as server:
             for data in batches:
                 send_and_close(server.port, data)  # read whole and handed to the writer
