@@ -119,7 +119,10 @@ class _ClientHandler:
                 batch = await trio.to_thread.run_sync(
                     Batch.prepare, framed.chunks, limiter=self._preparing
                 )
-                await self._batches.send(batch)
+                try:
+                    await self._batches.send(batch)
+                except trio.BrokenResourceError:
+                    return  # the writer has failed; the server is stopping with its error
             if framed.outcome is Outcome.TERMINATE:
                 logger.info("a client sent terminate: shutting down")
                 self._serving.cancel()

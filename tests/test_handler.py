@@ -84,3 +84,14 @@ async def test_the_handler_matches_the_reference_for_any_stream_cut_anywhere(
         # after the buffer holding the deciding byte, without reading on.
         assert not connection.ended
         assert bounds[connection.received - 1] <= decided_at < bounds[connection.received]
+
+
+async def test_a_handler_stops_quietly_when_the_writer_has_failed() -> None:
+    # A failed writer closes its end of the channel; the server is already stopping with the
+    # writer's error, which must not be buried under one error per handler.
+    send_batches, receive_batches = trio.open_memory_channel[Batch](0)
+    receive_batches.close()
+    connection = ScriptedStream([b"000000001\n", b"000000002\n"], reset_at_end=False)
+    with trio.fail_after(5):
+        await _ClientHandler(trio.CapacityLimiter(1), send_batches, trio.CancelScope())(connection)
+    assert connection.received == 1
