@@ -1,0 +1,50 @@
+"""Cost of each stage of the server's pipeline, in-process, one thread, no sockets.
+
+Generates the benchmark's workload, cuts it into 1 MiB receive buffers and runs them through
+the real code: framing (the event loop's share), Batch.prepare (a handler's worker thread)
+and LogWriter.accept (the writer's thread), the bitmap reserved first as the server does.
+Prints nanoseconds per number for each. Usage: ``python benchmarks/stages.py [numbers]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from numlog_trio._framing import LineFramer
+from numlog_trio._load import make_workload
+from numlog_trio._server import RECEIVE_SIZE
+from numlog_trio._writer import Batch, LogWriter
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+    payload = make_workload(count, 0.2, seed=0).payload.tobytes()
+    buffers = [payload[i : i + RECEIVE_SIZE] for i in range(0, len(payload), RECEIVE_SIZE)]
+    spent = {"framing": 0.0, "prepare": 0.0, "accept": 0.0}
+    framer = LineFramer()
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        LogWriter.open(Path(directory) / "numbers.log") as writer,
+    ):
+        writer.reserve_memory()
+        for buffer in buffers:
+            started = time.perf_counter()
+            chunks = framer.feed(buffer).chunks
+            framed = time.perf_counter()
+            batch = Batch.prepare(chunks)
+            prepared = time.perf_counter()
+            writer.accept(batch)
+            accepted = time.perf_counter()
+            spent["framing"] += framed - started
+            spent["prepare"] += prepared - framed
+            spent["accept"] += accepted - prepared
+    for stage, seconds in spent.items():
+        print(f"{stage:<8} {seconds / count * 1e9:6.1f} ns a number")
+    print(f"{'total':<8} {sum(spent.values()) / count * 1e9:6.1f} ns a number")
+
+
+if __name__ == "__main__":
+    main()
