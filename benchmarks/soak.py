@@ -30,6 +30,7 @@ from numlog_trio._load import (
     make_workload,
     push,
     send_terminate,
+    sorted_unique,
 )
 
 HOST = "127.0.0.1"
@@ -62,7 +63,7 @@ def churn(port: int, connections: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--numbers-per-round", type=int, default=2_000_000)
+    parser.add_argument("--numbers-per-round", type=int, default=300_000)
     parser.add_argument("--churn-per-round", type=int, default=40)
     parser.add_argument("--warm-up-rounds", type=int, default=3)
     args = parser.parse_args()
@@ -104,7 +105,7 @@ def main() -> int:
             stop.set()
             server.close()
         # The churn's invalid connections send one valid number first: it is kept.
-        expected = np.unique(np.concatenate([*distinct, np.array([1], dtype=np.uint32)]))
+        expected = sorted_unique(np.concatenate([*distinct, np.array([1], dtype=np.uint32)]))
         problem = check_log(server.log, expected)
 
     warm = [s for s in samples if s[1] > args.warm_up_rounds]

@@ -88,7 +88,7 @@ def make_workload(count: int, duplicate_share: float, seed: int) -> Workload:
     while len(distinct) < distinct_count:
         missing = distinct_count - len(distinct)
         drawn = rng.integers(0, NUMBER_RANGE, size=missing + missing // 50 + 16, dtype=np.uint32)
-        distinct = _sorted_unique(np.concatenate([distinct, drawn]))
+        distinct = sorted_unique(np.concatenate([distinct, drawn]))
     distinct = rng.permutation(distinct)[:distinct_count]
     repeats = distinct[rng.integers(0, distinct_count, size=count - distinct_count)]
     numbers = np.concatenate([distinct, repeats]) if distinct_count else repeats
@@ -96,8 +96,8 @@ def make_workload(count: int, duplicate_share: float, seed: int) -> Workload:
     return Workload(format_lines(numbers), np.sort(distinct))
 
 
-def _sorted_unique(values: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    # np.unique is several times slower than a sort and a neighbour compare.
+def sorted_unique(values: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """Return the distinct values, ascending (np.unique is several times slower)."""
     ordered = np.sort(values)
     keep = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
