@@ -74,7 +74,6 @@ class LogWriter:
     # One object replaced whole after each batch: a reader in another thread never sees the
     # unique count of one batch with the duplicate count of another.
     _totals: Totals = attrs.field(factory=Totals, init=False)
-    _busy: float = attrs.field(default=0.0, init=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LogWriter:
