@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import shlex
 import shutil
 import signal
@@ -29,7 +30,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
-from ._framing import RECORD_SIZE, parse_numbers
+from ._framing import RECORD_SIZE, LineFramer, Outcome, parse_numbers
 from ._server import ServerConfig
 
 PROG: Final = "numlog-trio-load"
@@ -83,7 +84,8 @@ def make_workload(count: int, duplicate_share: float, seed: int) -> Workload:
     and all are shuffled, so a repeat may come before the first sighting of its number.
     """
     rng = np.random.default_rng(seed)
-    distinct_count = count - round(count * duplicate_share)
+    # At least one distinct number, for the repeats to repeat.
+    distinct_count = max(1, count - round(count * duplicate_share))
     distinct = np.empty(0, dtype=np.uint32)
     while len(distinct) < distinct_count:
         missing = distinct_count - len(distinct)
@@ -121,8 +123,10 @@ def check_log(path: Path, distinct: npt.NDArray[np.uint32]) -> str | None:
     if len(data) % RECORD_SIZE:
         return f"{path} ends in a partial line ({len(data)} bytes)"
     records = data.reshape(-1, RECORD_SIZE)
-    if not (records[:, 9] == ord("\n")).all():
-        return f"{path} has a line that is not nine digits and a newline"
+    step = RECORD_SIZE * 10_000_000  # whole lines, checked a slice at a time
+    for start in range(0, len(data), step):
+        if LineFramer().feed(data[start : start + step].tobytes()).outcome is not Outcome.MORE:
+            return f"{path} has a line that is not nine digits and a newline"
     logged = np.sort(parse_numbers(records))
     if len(logged) > 1 and (logged[1:] == logged[:-1]).any():
         return f"{path} holds a number twice"
@@ -205,27 +209,39 @@ class SpawnedServer:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        assert process.stderr is not None
+        # A thread reads standard error throughout, so the server never blocks on a full
+        # pipe, and tells when the listening line has come.
         stderr_lines: list[str] = []
-        for raw in process.stderr:
-            text = raw.decode(errors="replace").rstrip("\n")
-            stderr_lines.append(text)
-            if _LISTENING in text:
-                port = int(text.rsplit(" port ", 1)[1].split(",")[0])
-                break
-        else:
-            process.wait()
-            raise RuntimeError(f"the server did not start: {' / '.join(stderr_lines)}")
-        # Keep reading standard error, so the server can never block on a full pipe.
-        drain = threading.Thread(target=cls._drain, args=(process, stderr_lines), daemon=True)
+        listening: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        drain = threading.Thread(
+            target=cls._drain, args=(process, stderr_lines, listening), daemon=True
+        )
         drain.start()
-        return cls(process, port, directory / "numbers.log", stderr_lines, drain)
+        server = cls(process, 0, directory / "numbers.log", stderr_lines, drain)
+        try:
+            port = listening.get(timeout=_TIMEOUT)
+        except queue.Empty:
+            port = None
+        if port is None:
+            server.close()
+            raise RuntimeError(f"the server did not start: {' / '.join(stderr_lines)}")
+        server.port = port
+        return server
 
     @staticmethod
-    def _drain(process: subprocess.Popen[bytes], lines: list[str]) -> None:
+    def _drain(
+        process: subprocess.Popen[bytes], lines: list[str], listening: queue.SimpleQueue[int | None]
+    ) -> None:
         assert process.stderr is not None
+        told = False
         for raw in process.stderr:
-            lines.append(raw.decode(errors="replace").rstrip("\n"))
+            text = raw.decode(errors="replace").rstrip("\n")
+            lines.append(text)
+            if not told and _LISTENING in text:
+                listening.put(int(text.rsplit(" port ", 1)[1].split(",")[0]))
+                told = True
+        if not told:
+            listening.put(None)  # the server ended without listening
 
     def server_pid(self) -> int:
         """Return the process id of the server itself (the launcher's only child)."""
@@ -239,10 +255,18 @@ class SpawnedServer:
         return "\n".join(self._stderr_lines)
 
     def wait(self) -> tuple[int, int, float]:
-        """Wait for the server to exit; return its exit status, peak RSS and CPU seconds."""
+        """Wait for the server to exit; return its exit status, peak RSS and CPU seconds.
+
+        Raises:
+            RuntimeError: The server did not exit in time (it is killed).
+        """
         assert self.process.stdout is not None
+        try:
+            status = self.process.wait(_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise RuntimeError(f"the server did not exit within {_TIMEOUT:g} s") from None
         usage = self.process.stdout.read().split()
-        status = self.process.wait(_TIMEOUT)
         if len(usage) != 2:
             return status, 0, 0.0
         return status, int(usage[0]), float(usage[1])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from numlog_trio import _load
 from numlog_trio._load import check_log, format_lines, main, make_workload, run_against_spawned
 
 BASELINE = Path(__file__).parent.parent / "benchmarks" / "baseline_server.py"
@@ -24,7 +25,9 @@ def test_format_lines_writes_nine_digits_with_leading_zeros() -> None:
     assert format_lines(numbers).tobytes() == (b"000000000\n000000007\n123456789\n999999999\n")
 
 
-@pytest.mark.parametrize(("count", "duplicate_share"), [(1000, 0.0), (1000, 0.2), (999, 0.5)])
+@pytest.mark.parametrize(
+    ("count", "duplicate_share"), [(1000, 0.0), (1000, 0.2), (999, 0.5), (1, 0.9), (10, 0.95)]
+)
 def test_workload_has_the_asked_share_of_repeats_over_the_whole_range(
     count: int, duplicate_share: float
 ) -> None:
@@ -34,9 +37,10 @@ def test_workload_has_the_asked_share_of_repeats_over_the_whole_range(
     values = (sent * 10 ** np.arange(8, -1, -1)).sum(axis=1)
     assert workload.count == count
     assert (lines[:, 9] == ord("\n")).all()
-    assert len(workload.distinct) == count - round(count * duplicate_share)
+    assert len(workload.distinct) == max(1, count - round(count * duplicate_share))
     assert sorted(set(values.tolist())) == workload.distinct.tolist()
-    assert values.max() > 900_000_000  # drawn from the full range, not a small corner
+    if count > 100:
+        assert values.max() > 900_000_000  # drawn from the full range, not a small corner
 
 
 def test_the_same_seed_gives_the_same_workload() -> None:
@@ -54,6 +58,7 @@ def test_check_log_accepts_exactly_the_distinct_numbers(tmp_path: Path) -> None:
         b"000000005\n000000003\n000000008\n000000003\n": "holds a number twice",
         b"000000005\n000000003\n000000008\n00000": "ends in a partial line",
         b"000000005\n000000003\n000000008 ": "not nine digits and a newline",
+        b"000000005\n000000003\n00000000:\n": "not nine digits and a newline",
     }
     for content, problem in cases.items():
         log.write_bytes(content)
@@ -99,3 +104,35 @@ def test_the_command_fails_with_one_line_when_no_server_listens(
     assert captured.out == ""
     assert captured.err.startswith("numlog-trio-load: ")
     assert len(captured.err.splitlines()) == 1
+
+
+def test_a_server_that_ignores_terminate_is_killed_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listens like numlog-trio, then never exits: the load tool must not wait forever.
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text(
+        "import socket, sys\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "print(f'listening on 127.0.0.1 port {listener.getsockname()[1]}', file=sys.stderr,"
+        " flush=True)\n"
+        "while True:\n"
+        "    connection, _ = listener.accept()\n"
+        "    while connection.recv(65536):\n"
+        "        pass\n"
+        "    connection.close()\n"
+    )
+    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    workload = make_workload(10, 0.0, seed=0)
+    with pytest.raises(RuntimeError, match="did not exit"):
+        run_against_spawned([sys.executable, str(stubborn)], workload, 1, tmp_path)
+
+
+def test_a_server_that_never_listens_is_reported_and_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = tmp_path / "silent.py"
+    silent.write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    with pytest.raises(RuntimeError, match="did not start"):
+        run_against_spawned([sys.executable, str(silent)], make_workload(10, 0.0, 0), 1, tmp_path)
