@@ -3,8 +3,10 @@
 Same Trio shape as numlog-trio (handlers limited to five at a time, a channel of batches into
 one writer task, a reporter, terminate cancels everything), but each line is handled by a
 Python loop and remembered in a set. Like numlog-trio, it fsyncs the log and exits without
-the interpreter's teardown, so the comparison is of the per-number work. Usage: ``python baseline_server.py --host H --port P``;
-it writes numbers.log in the current directory.
+the interpreter's teardown, so the comparison is of the per-number work.
+
+Usage: ``python baseline_server.py --host H --port P``; it writes numbers.log in the current
+directory.
 """
 
 from __future__ import annotations
