@@ -78,7 +78,9 @@ def _first_invalid_row(records: NDArray[np.uint8]) -> int | None:
     checked = 0
     # Groups of four rows are 40 bytes, five 64-bit words: checked a word at a time.
     for start in range(0, len(records) - _GROUP_ROWS + 1, _PATTERN_ROWS):
-        rows = records[start : min(start + _PATTERN_ROWS, len(records) // _GROUP_ROWS * 4)]
+        rows = records[
+            start : min(start + _PATTERN_ROWS, len(records) // _GROUP_ROWS * _GROUP_ROWS)
+        ]
         words = rows.reshape(-1).view(_LITTLE_ENDIAN_WORD)
         shifted = np.bitwise_xor(words, _XOR_WORDS[: len(words)])
         # A byte of ``shifted`` is valid if it is at most its limit: adding 127 - limit keeps
