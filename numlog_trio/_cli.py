@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
-            "bound or the log cannot be written; 2 for a bad option."
+            "bound, the log cannot be written or the 125 MB dedup bitmap cannot be "
+            "allocated; 2 for a bad option."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
