@@ -12,7 +12,7 @@ import pytest
 import trio
 from numpy.typing import NDArray
 
-from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals
+from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals, _writer
 from numlog_trio._errors import MemoryOutError
 from numlog_trio._writer import Batch
 
@@ -148,3 +148,23 @@ def test_reserving_maps_the_whole_bitmap_before_any_number(tmp_path: Path) -> No
         before = resident_kib()
         writer.reserve_memory()
         assert resident_kib() - before > 120_000  # KiB: the 125 MB bitmap is resident
+
+
+async def test_run_syncs_in_the_background_as_the_log_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_sizes: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced_sizes.append(os.fstat(fd).st_size))
+    monkeypatch.setattr(_writer, "SYNC_EVERY", 20)  # bytes: two lines
+    log = tmp_path / "numbers.log"
+    send, receive = trio.open_memory_channel[Batch](10)
+    with LogWriter.open(log) as writer:
+        async with send:
+            for number in range(0, 12, 2):
+                send.send_nowait(Batch.prepare((records(number, number + 1),)))
+        await writer.run(receive)
+    assert log.read_bytes() == records(*range(12)).tobytes()
+    # A background sync after some batches, and the final one after all of them.
+    assert len(synced_sizes) >= 2
+    assert synced_sizes[0] < log.stat().st_size
+    assert synced_sizes[-1] == log.stat().st_size
