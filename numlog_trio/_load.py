@@ -337,12 +337,13 @@ def push(
     senders = [threading.Thread(target=send, args=(k,)) for k in range(clients)]
     for sender in senders:
         sender.start()
-    while any(sender.is_alive() for sender in senders):
-        senders[0].join(0.25) if senders[0].is_alive() else time.sleep(0.05)
-        if progress is not None:
-            progress(sum(sent) // RECORD_SIZE)
+    # Joined with a timeout, so progress shows meanwhile and the last join returns as soon as
+    # the last sender is done (a polling sleep would add its remainder to the measured time).
     for sender in senders:
-        sender.join()
+        while sender.is_alive():
+            sender.join(0.25)
+            if progress is not None:
+                progress(sum(sent) // RECORD_SIZE)
     if errors:
         raise errors[0]
 
@@ -405,7 +406,6 @@ def run_against_running(
 def _progress_printer(total: int) -> Callable[[int], None]:
     interactive = sys.stderr.isatty()
     last_shown = [0.0]
-
     shown = [-1]
 
     def show(sent: int) -> None:
