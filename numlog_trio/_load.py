@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from ._cli import _positive_int
 from ._framing import RECORD_SIZE, LineFramer, Outcome, parse_numbers
 from ._server import ServerConfig
 
@@ -169,17 +170,17 @@ class Summary:
 
     def as_text(self) -> str:
         """Return the summary as one line of text."""
-        rss = (
+        server = (
             f", server peak RSS {self.peak_rss_bytes / 2**20:.1f} MiB"
             if self.peak_rss_bytes is not None
             else ""
         )
         if self.server_cpu_seconds is not None:
-            rss += f", server CPU {self.server_cpu_seconds:.2f} s"
+            server += f", server CPU {self.server_cpu_seconds:.2f} s"
         checked = {None: "", True: ", log exact", False: ", LOG WRONG"}[self.log_ok]
         return (
             f"{self.numbers:,} numbers over {self.clients} connections in {self.seconds:.3f} s: "
-            f"{self.numbers_per_second / 1e6:.2f} M numbers/s{rss}{checked}"
+            f"{self.numbers_per_second / 1e6:.2f} M numbers/s{server}{checked}"
         )
 
 
@@ -422,13 +423,6 @@ def _progress_printer(total: int) -> Callable[[int], None]:
         )
 
     return show
-
-
-def _positive_int(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
 
 
 def _share(text: str) -> float:
