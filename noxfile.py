@@ -39,14 +39,14 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark the installed server against the per-line baseline (see benchmarks/)."""
-    session.install(".")
+    session.install(".[load]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
 @nox.session
 def soak(session: nox.Session) -> None:
     """Run the installed server under minutes of load and churn; check RSS, fds and the log."""
-    session.install(".")
+    session.install(".[load]")
     session.run("python", "benchmarks/soak.py", *session.posargs)
 
 

@@ -11,7 +11,6 @@ from ._errors import ServiceError as ServiceError
 from ._framing import Framed as Framed
 from ._framing import LineFramer as LineFramer
 from ._framing import Outcome as Outcome
-from ._framing import parse_numbers as parse_numbers
 from ._report import Totals as Totals
 from ._report import format_report as format_report
 from ._report import report_periodically as report_periodically

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._cli import _positive_int
-from ._framing import RECORD_SIZE, LineFramer, Outcome, parse_numbers
+from ._framing import RECORD_SIZE, LineFramer, Outcome
 from ._server import ServerConfig
 
 PROG: Final = "numlog-trio-load"
@@ -118,6 +118,16 @@ def format_lines(numbers: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
     return lines.reshape(-1)
 
 
+def parse_lines(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+    """Return the numbers of valid number lines, given as ``(n, 10)`` rows."""
+    numbers = np.zeros(len(records), dtype=np.uint32)
+    for column in range(RECORD_SIZE - 1):
+        numbers *= 10
+        numbers += records[:, column]
+        numbers -= ord("0")
+    return numbers
+
+
 def check_log(path: Path, distinct: npt.NDArray[np.uint32]) -> str | None:
     """Return why the log at ``path`` is not exactly the ``distinct`` numbers, or None."""
     data = np.fromfile(path, dtype=np.uint8)
@@ -128,7 +138,7 @@ def check_log(path: Path, distinct: npt.NDArray[np.uint32]) -> str | None:
     for start in range(0, len(data), step):
         if LineFramer().feed(data[start : start + step].tobytes()).outcome is not Outcome.MORE:
             return f"{path} has a line that is not nine digits and a newline"
-    logged = np.sort(parse_numbers(records))
+    logged = np.sort(parse_lines(records))
     if len(logged) > 1 and (logged[1:] == logged[:-1]).any():
         return f"{path} holds a number twice"
     if len(logged) != len(distinct) or not (logged == distinct).all():

@@ -25,9 +25,6 @@ _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 BATCH_QUEUE: Final = 2
 """Batches waiting for the writer before handlers block (and TCP pushes back on clients)."""
 
-PREPARING_THREADS: Final = 1
-"""Worker threads parsing and sorting batches at once, beside the writer's thread."""
-
 
 def _positive(config: object, attribute: attrs.Attribute[float], value: float) -> None:
     # ``not value > 0`` also rejects nan, which every comparison is false for.
@@ -93,9 +90,6 @@ class _ClientHandler:
     _batches: trio.MemorySendChannel[Batch]
     _serving: trio.CancelScope
     _idle_timeout: float | None = None
-    _preparing: trio.CapacityLimiter = attrs.field(
-        factory=lambda: trio.CapacityLimiter(PREPARING_THREADS), init=False
-    )
 
     async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
         async with self._limiter:
@@ -115,12 +109,9 @@ class _ClientHandler:
             if not data:
                 return
             framed = framer.feed(data)
-            if framed.chunks:
-                batch = await trio.to_thread.run_sync(
-                    Batch.prepare, framed.chunks, limiter=self._preparing
-                )
+            if framed.lines:
                 try:
-                    await self._batches.send(batch)
+                    await self._batches.send(Batch(framed.lines))
                 except trio.BrokenResourceError:
                     return  # the writer has failed; the server is stopping with its error
             if framed.outcome is Outcome.TERMINATE:

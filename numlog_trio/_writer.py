@@ -6,20 +6,15 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterable
 from typing import Final, final
 
 import attrs
-import numpy as np
 import trio
-from numpy.typing import NDArray
 
-from ._dedup import BITMAP_BYTES, SeenNumbers, SortedNumbers
+from ._dedup import BITMAP_BYTES, SeenNumbers
 from ._errors import LogOpenError, LogWriteError, MemoryOutError
-from ._framing import RECORD_SIZE, parse_numbers
+from ._framing import RECORD_SIZE, Lines
 from ._report import Totals
-
-_NO_NUMBERS: Final = np.empty(0, dtype=np.uint32)
 
 SYNC_EVERY: Final = 32 << 20
 """Bytes written to the log between background syncs."""
@@ -28,32 +23,18 @@ SYNC_EVERY: Final = 32 << 20
 @final
 @attrs.frozen
 class Batch:
-    """Valid number lines from one receive buffer, prepared for the writer.
+    """Valid number lines from one receive buffer, on their way to the writer.
 
     Attributes:
-        records: ``(n, 10)`` arrays of number lines (views of the received bytes), in
-            arrival order.
-        numbers: All their numbers, parsed and sorted for the bitmap lookup.
+        lines: Whole number lines (views of the received bytes), in arrival order.
     """
 
-    records: tuple[NDArray[np.uint8], ...]
-    numbers: SortedNumbers
+    lines: tuple[Lines, ...]
 
-    @classmethod
-    def prepare(cls, records: Iterable[NDArray[np.uint8]]) -> Batch:
-        """Parse and sort number lines: the part of the work that needs no shared state.
-
-        Handlers call this in a worker thread, so it overlaps the writer's work on the
-        batch before.
-        """
-        chunks = tuple(chunk for chunk in records if len(chunk))
-        numbers = [parse_numbers(chunk) for chunk in chunks]
-        return cls(
-            chunks,
-            SortedNumbers.of(
-                numbers[0] if len(numbers) == 1 else np.concatenate(numbers or [_NO_NUMBERS])
-            ),
-        )
+    @property
+    def size(self) -> int:
+        """Bytes of lines in the batch."""
+        return sum(len(part) for part in self.lines)
 
 
 @final
@@ -78,6 +59,8 @@ class LogWriter:
     # unique count of one batch with the duplicate count of another.
     _totals: Totals = attrs.field(factory=Totals, init=False)
     _unsynced_bytes: int = attrs.field(default=0, init=False)
+    # The first sightings of the batch in hand, reused batch after batch.
+    _out: bytearray = attrs.field(factory=bytearray, init=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LogWriter:
@@ -149,38 +132,38 @@ class LogWriter:
     def accept(self, batch: Batch) -> None:
         """Write the new numbers of a batch to the log and count the rest as duplicates.
 
-        Numbers are marked as seen and counted only after they reached the operating system,
-        so a failed write never leaves a number counted but missing from the log.
+        The kernel marks each new number in the bitmap as it copies its line out; the copies
+        go to the log in one write. Numbers are counted only after they reached the operating
+        system; if the write fails, their marks are taken back, so a failed write never
+        leaves a number counted, or marked as seen, but missing from the log.
 
         Raises:
             LogWriteError: Writing the log failed. Whatever part of the failed write reached
                 the file is cut off again, so the log holds exactly the numbers counted.
         """
-        if not batch.records:
-            return
-        new = self._seen.find_new(batch.numbers)
-        ends = np.cumsum([len(records) for records in batch.records])
-        firsts = np.split(new.first_sightings, ends[:-1])
-        self._append(
-            [
-                np.compress(first, records, axis=0).reshape(-1).data
-                for records, first in zip(batch.records, firsts, strict=True)
-            ]
-        )
-        self._seen.mark(new)
-        self._unsynced_bytes += RECORD_SIZE * len(new.values)
+        if len(self._out) < batch.size:
+            self._out = bytearray(batch.size)
+        end = duplicates = 0
+        for lines in batch.lines:
+            end, seen_before = self._seen.select_new(lines, self._out, end)
+            duplicates += seen_before
+        new_lines = memoryview(self._out)[:end]
+        try:
+            self._append(new_lines)
+        except LogWriteError:
+            self._seen.unmark(new_lines)
+            raise
+        self._unsynced_bytes += end
         self._totals = Totals(
-            self._totals.unique + len(new.values),
-            self._totals.duplicates + len(new.first_sightings) - len(new.values),
+            self._totals.unique + end // RECORD_SIZE, self._totals.duplicates + duplicates
         )
 
-    def _append(self, buffers: list[memoryview]) -> None:
+    def _append(self, data: memoryview) -> None:
         size_before: int | None = None
         try:
             size_before = os.fstat(self._fd).st_size
-            for data in buffers:
-                while data:
-                    data = data[os.write(self._fd, data) :]
+            while data:
+                data = data[os.write(self._fd, data) :]
         except OSError as error:
             if size_before is not None:
                 # Best effort: the write error is what we report.
@@ -203,7 +186,7 @@ class LogWriter:
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.
 
-        Each batch is crunched in a worker thread (NumPy and the writes release the
+        Each batch is handled in a worker thread (the kernel and the write release the
         interpreter lock), so the event loop goes on receiving and framing meanwhile. Every
         :data:`SYNC_EVERY` bytes written, another thread syncs the log in the background, so
         the sync at the end has little left to do and a power cut loses little.

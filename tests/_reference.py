@@ -13,7 +13,7 @@ from typing import Final
 
 from hypothesis import strategies as st
 
-from numlog_trio import Framed, LineFramer, Outcome, parse_numbers
+from numlog_trio import Framed, LineFramer, Outcome
 
 
 def reference(stream: bytes) -> tuple[list[int], Outcome, int | None]:
@@ -73,9 +73,16 @@ def cut(stream: bytes, offsets: list[int]) -> tuple[list[bytes], list[int]]:
     return [stream[start:stop] for start, stop in itertools.pairwise(bounds)], bounds
 
 
+def numbers_in(lines: bytes | bytearray | memoryview) -> list[int]:
+    """Return the numbers of whole number lines, in order, read by Python's ``int``."""
+    data = bytes(lines)
+    assert len(data) % 10 == 0, f"{len(data)} bytes are not whole lines"
+    return [int(data[start : start + 9]) for start in range(0, len(data), 10)]
+
+
 def numbers_of(framed: Framed) -> list[int]:
     """Return the numbers of a framed buffer, in order."""
-    return [int(n) for chunk in framed.chunks for n in parse_numbers(chunk)]
+    return [number for part in framed.lines for number in numbers_in(part)]
 
 
 def feed_all(pieces: list[bytes]) -> tuple[list[int], Outcome, int]:

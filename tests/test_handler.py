@@ -15,11 +15,11 @@ import math
 
 import attrs
 import trio
-from _reference import cut, cuts, reference, streams
+from _reference import cut, cuts, numbers_in, reference, streams
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numlog_trio import Outcome, parse_numbers
+from numlog_trio import Outcome
 from numlog_trio._server import _ClientHandler
 from numlog_trio._writer import Batch
 
@@ -66,10 +66,7 @@ async def test_the_handler_matches_the_reference_for_any_stream_cut_anywhere(
         await _ClientHandler(trio.CapacityLimiter(1), send_batches, serving)(connection)
     send_batches.close()
     handed_over = [
-        int(number)
-        async for batch in receive_batches
-        for chunk in batch.records
-        for number in parse_numbers(chunk)
+        number async for batch in receive_batches for lines in batch.lines for number in numbers_in(lines)
     ]
 
     expected_numbers, expected_outcome, decided_at = reference(stream)

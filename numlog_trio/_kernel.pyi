@@ -1,0 +1,15 @@
+# Types of the compiled kernel, _kernel.pyx (the docstrings are there).
+from collections.abc import Buffer
+from typing import Final
+
+RECORD_SIZE: Final[int]
+NUMBER_SPACE: Final[int]
+BITMAP_BYTES: Final[int]
+MORE: Final[int]
+INVALID: Final[int]
+TERMINATE: Final[int]
+PREFETCH_DISTANCE: Final[int]
+
+def frame(carried: Buffer, data: Buffer) -> tuple[bytes | None, int, int, int, bytes]: ...
+def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int, int]: ...
+def unmark(bitmap: Buffer, lines: Buffer) -> None: ...

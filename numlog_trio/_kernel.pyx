@@ -1,0 +1,260 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: cdivision=True
+"""The hot loops of numlog-trio, compiled: framing and dedup, each one pass, GIL released.
+
+Everything else (tasks, state, errors, invariants) is Python; see ``_framing.py`` and
+``_dedup.py``, which are the only callers. Every valid line, ``terminate\\n`` included, is
+exactly :data:`RECORD_SIZE` bytes, so a buffer is read as a table of 10-byte rows: each row
+is checked with two loads (8 + 2 bytes) and parsed within a 64-bit word (SWAR), with no
+per-byte loop. Words are read little-endian (x86-64, AArch64); ``_framing.py`` refuses to
+import on a big-endian machine.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NUMLOG_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 0)
+    #else
+    #define NUMLOG_PREFETCH_FOR_WRITE(address) ((void)(address))
+    #endif
+    """
+    void prefetch_for_write "NUMLOG_PREFETCH_FOR_WRITE"(const void *address) nogil
+
+RECORD_SIZE = 10
+NUMBER_SPACE = 1_000_000_000
+BITMAP_BYTES = NUMBER_SPACE // 8
+
+MORE = 0
+"""Outcome: every complete line was a number; the connection reads on."""
+INVALID = 1
+"""Outcome: a line is not valid input; the connection is closed."""
+TERMINATE = 2
+"""Outcome: a line is ``terminate``."""
+
+PREFETCH_DISTANCE = _AHEAD
+"""How many numbers ahead of its test-and-set a number's bitmap byte is prefetched."""
+
+cdef enum:
+    _RECORD = 10
+    _AHEAD = 64
+    # A power of two above _AHEAD: the parsed numbers waiting for their test-and-set.
+    _RING = 128
+    _SPACE = 1000000000
+
+cdef const char *_TERMINATE = b"terminate\n"
+cdef uint64_t _HIGH_NIBBLES = 0xF0F0F0F0F0F0F0F0ULL
+cdef uint64_t _ZEROS = 0x3030303030303030ULL
+cdef uint64_t _SIXES = 0x0606060606060606ULL
+
+
+cdef inline uint64_t _load_word(const uint8_t *line) noexcept nogil:
+    cdef uint64_t word
+    memcpy(&word, line, 8)
+    return word
+
+
+cdef inline bint _is_number(const uint8_t *line) noexcept nogil:
+    """Nine ASCII digits and a newline."""
+    cdef uint64_t word = _load_word(line)
+    cdef uint16_t tail
+    memcpy(&tail, line + 8, 2)
+    # A byte is a digit (0x30..0x39) if its high nibble is 3 and adding 6 keeps it so. The
+    # sums cannot carry between bytes once every high nibble is 3.
+    return (
+        (word & _HIGH_NIBBLES) == _ZEROS
+        and ((word + _SIXES) & _HIGH_NIBBLES) == _ZEROS
+        and (tail & 0xFFF0) == 0x0A30
+        and (tail & 0x000F) <= 9
+    )
+
+
+cdef inline uint32_t _parse(const uint8_t *line) noexcept nogil:
+    """The value of a number line (its first eight digits combined pairwise in one word)."""
+    cdef uint64_t word = _load_word(line) - _ZEROS
+    word = ((word * 10) + (word >> 8)) & 0x00FF00FF00FF00FFULL
+    word = ((word * 100) + (word >> 16)) & 0x0000FFFF0000FFFFULL
+    word = ((word * 10000) + (word >> 32)) & 0x00000000FFFFFFFFULL
+    return <uint32_t>(word * 10 + (line[8] - 48))
+
+
+cdef inline bint _is_line_start(const uint8_t *start, Py_ssize_t length) noexcept nogil:
+    """Whether up to 9 bytes can still become a valid line (digits, or the start of terminate)."""
+    cdef Py_ssize_t index
+    cdef bint digits = True
+    for index in range(length):
+        if not 48 <= start[index] <= 57:
+            digits = False
+            break
+    return digits or memcmp(start, _TERMINATE, length) == 0
+
+
+def frame(const uint8_t[::1] carried, const uint8_t[::1] data):
+    """Find the run of valid lines in a receive buffer, and why it ends.
+
+    Args:
+        carried: The unfinished line carried from the previous buffer (0 to 9 bytes, each
+            prefix of which could still become valid).
+        data: The new buffer.
+
+    Returns:
+        ``(head, start, stop, outcome, carry)``: ``head`` is the carried line completed from
+        the first bytes of ``data`` when that makes a number line (else None), followed by the
+        number lines ``data[start:stop]``; ``outcome`` is :data:`MORE`, :data:`INVALID` or
+        :data:`TERMINATE`; ``carry`` is the unfinished line to carry into the next buffer
+        (empty unless the outcome is :data:`MORE`).
+    """
+    cdef Py_ssize_t held = carried.shape[0]
+    cdef Py_ssize_t size = data.shape[0]
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t position
+    cdef Py_ssize_t last_row_start
+    cdef uint8_t line[_RECORD]
+    cdef const uint8_t *base = &data[0] if size else NULL
+    head = None
+    if held >= _RECORD:
+        raise ValueError(f"the carried line holds {held} bytes; a line is {RECORD_SIZE}")
+    if held:
+        memcpy(line, &carried[0], held)
+        if size < _RECORD - held:
+            if size:
+                memcpy(line + held, base, size)
+            if _is_line_start(line, held + size):
+                return None, 0, 0, MORE, PyBytes_FromStringAndSize(<char *>line, held + size)
+            return None, 0, 0, INVALID, b""
+        start = _RECORD - held
+        memcpy(line + held, base, start)
+        if _is_number(line):
+            head = PyBytes_FromStringAndSize(<char *>line, _RECORD)
+        elif memcmp(line, _TERMINATE, _RECORD) == 0:
+            return None, 0, 0, TERMINATE, b""
+        else:
+            return None, 0, 0, INVALID, b""
+
+    position = start
+    last_row_start = size - _RECORD
+    with nogil:
+        while position <= last_row_start and _is_number(base + position):
+            position += _RECORD
+    if position <= last_row_start:
+        if memcmp(base + position, _TERMINATE, _RECORD) == 0:
+            return head, start, position, TERMINATE, b""
+        return head, start, position, INVALID, b""
+    if _is_line_start(base + position, size - position):
+        return head, start, position, MORE, PyBytes_FromStringAndSize(
+            <const char *>base + position, size - position
+        )
+    return head, start, position, INVALID, b""
+
+
+def select_new(
+    uint8_t[::1] bitmap, const uint8_t[::1] lines, uint8_t[::1] out, Py_ssize_t at
+):
+    """Mark the numbers of some number lines seen, and copy each first sighting to ``out``.
+
+    One pass: each line is parsed, its bit in ``bitmap`` tested and set, and if it was not
+    set the line (its 10 bytes as received) is copied to ``out``. A number repeated within
+    ``lines`` is copied once, at its first position. Bitmap bytes are prefetched
+    :data:`PREFETCH_DISTANCE` numbers ahead: the lookups are scattered over 125 MB, so
+    without it each one waits for memory in turn.
+
+    Args:
+        bitmap: One bit per number, :data:`BITMAP_BYTES` long.
+        lines: Whole number lines, as :func:`frame` validated them.
+        out: Where first sightings go, from offset ``at``. It must have room for all of
+            ``lines`` (``len(out) - at >= len(lines)``), however many turn out new.
+        at: Offset in ``out`` of the first line copied.
+
+    Returns:
+        ``(end, duplicates)``: first sightings are ``out[at:end]``, and how many lines were
+        numbers seen before.
+
+    Raises:
+        ValueError: A buffer has the wrong size, or a line holds no 9-digit number (lines
+            must be validated by :func:`frame` first; this check only keeps a caller's
+            mistake inside the bitmap). The bitmap is then left as it was.
+    """
+    cdef Py_ssize_t size = lines.shape[0]
+    cdef Py_ssize_t count = size // _RECORD
+    cdef Py_ssize_t index, ahead
+    cdef Py_ssize_t end = at
+    cdef Py_ssize_t duplicates = 0
+    cdef Py_ssize_t primed
+    cdef uint32_t number
+    cdef uint32_t ring[_RING]
+    cdef uint8_t *bits
+    cdef uint8_t *target
+    cdef const uint8_t *source
+    cdef uint8_t byte, mask
+    cdef bint out_of_range = False
+    if bitmap.shape[0] < _SPACE // 8:
+        raise ValueError(f"the bitmap has {bitmap.shape[0]} bytes; it needs {BITMAP_BYTES}")
+    if size % _RECORD:
+        raise ValueError(f"{size} bytes are not whole {RECORD_SIZE}-byte lines")
+    if at < 0 or out.shape[0] - at < size:
+        raise ValueError(f"out has no room for {size} bytes at offset {at}")
+    if count == 0:
+        return at, 0
+    bits = &bitmap[0]
+    source = &lines[0]
+    target = &out[0]
+    with nogil:
+        primed = count if count < _AHEAD else _AHEAD
+        for index in range(primed):
+            number = _parse(source + index * _RECORD)
+            if number >= _SPACE:
+                out_of_range = True
+                break
+            ring[index] = number
+            prefetch_for_write(bits + (number >> 3))
+        if not out_of_range:
+            for index in range(count):
+                ahead = index + _AHEAD
+                if ahead < count:
+                    number = _parse(source + ahead * _RECORD)
+                    if number >= _SPACE:
+                        out_of_range = True
+                        break
+                    ring[ahead & (_RING - 1)] = number
+                    prefetch_for_write(bits + (number >> 3))
+                number = ring[index & (_RING - 1)]
+                mask = <uint8_t>(1 << (number & 7))
+                byte = bits[number >> 3]
+                if byte & mask:
+                    duplicates += 1
+                else:
+                    bits[number >> 3] = byte | mask
+                    memcpy(target + end, source + index * _RECORD, _RECORD)
+                    end += _RECORD
+    if out_of_range:
+        unmark(bitmap, out[at:end])
+        raise ValueError("a line is not nine digits and a newline")
+    return end, duplicates
+
+
+def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
+    """Clear the bits of the numbers of some number lines: undo :func:`select_new`.
+
+    Args:
+        bitmap: The bitmap :func:`select_new` marked.
+        lines: The first sightings it copied out, which were all unmarked before.
+    """
+    cdef Py_ssize_t size = lines.shape[0]
+    cdef Py_ssize_t index
+    cdef uint32_t number
+    cdef const uint8_t *source
+    if bitmap.shape[0] < _SPACE // 8:
+        raise ValueError(f"the bitmap has {bitmap.shape[0]} bytes; it needs {BITMAP_BYTES}")
+    if size % _RECORD:
+        raise ValueError(f"{size} bytes are not whole {RECORD_SIZE}-byte lines")
+    if size == 0:
+        return
+    source = &lines[0]
+    with nogil:
+        for index in range(size // _RECORD):
+            number = _parse(source + index * _RECORD)
+            if number < _SPACE:
+                bitmap[number >> 3] &= <uint8_t>~(1 << (number & 7))
