@@ -1,8 +1,10 @@
-"""Benchmark numlog-trio against the per-line baseline, in one run, on one workload.
+"""Benchmark numlog-trio against the per-line baseline and a ceiling, in one run, on one workload.
 
-Generates the numbers once, then alternates runs of the installed ``numlog-trio`` and of
-``baseline_server.py``, each started fresh in its own temporary directory, pushed by the load
-tool, stopped with terminate and its log checked. Prints the median of each and their ratio.
+Generates the numbers once, then alternates runs of the installed ``numlog-trio``, of
+``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and discards), each
+started fresh in its own temporary directory, pushed by the load tool and stopped with
+terminate; the logs of the first two are checked. Prints the median of each, each server's
+median as a fraction of the ceiling's and its speed-up over the baseline (ratios of medians).
 Run it as ``nox -s bench`` (or ``nox -s bench -- --numbers 100000000 --baseline-runs 0``).
 """
 
@@ -26,13 +28,17 @@ from numlog_trio._load import (
     make_workload,
     run_against_spawned,
 )
+from numlog_trio._server import RECEIVE_SIZE
 
 BASELINE = Path(__file__).with_name("baseline_server.py")
+DISCARD = Path(__file__).with_name("discard_server.py")
+SERVERS = ("numlog-trio", "baseline", "ceiling")
+CEILING_TEXT = "receive-and-discard ceiling"
 
 
-def measure(command: list[str], workload: Workload, clients: int) -> Summary:
+def measure(command: list[str], workload: Workload, clients: int, *, check: bool) -> Summary:
     with tempfile.TemporaryDirectory(prefix="numlog-bench-") as directory:
-        return run_against_spawned(command, workload, clients, Path(directory))
+        return run_against_spawned(command, workload, clients, Path(directory), check=check)
 
 
 def cpu_model() -> str:
@@ -53,7 +59,7 @@ class Row:
     median_seconds: float
     median_peak_rss_mib: float
     max_peak_rss_mib: float
-    logs_exact: bool
+    logs_exact: bool | None  # None: not checked (the ceiling writes no log)
 
     @classmethod
     def of(cls, server: str, runs: list[Summary]) -> Row:
@@ -68,17 +74,46 @@ class Row:
             statistics.median(run.seconds for run in runs),
             statistics.median(rss),
             max(rss),
-            all(run.log_ok for run in runs),
+            None if any(run.log_ok is None for run in runs) else all(run.log_ok for run in runs),
         )
 
     def as_text(self) -> str:
+        logs = {None: "not checked", True: "exact", False: "WRONG"}[self.logs_exact]
         return (
             f"{self.server:<12} median {self.median_numbers_per_second / 1e6:6.2f} M numbers/s "
             f"over {self.runs} runs (min {self.min_numbers_per_second / 1e6:.2f}, max "
             f"{self.max_numbers_per_second / 1e6:.2f}); median {self.median_seconds:.3f} s; "
             f"peak RSS median {self.median_peak_rss_mib:.1f} MiB, max "
-            f"{self.max_peak_rss_mib:.1f} MiB; logs {'exact' if self.logs_exact else 'WRONG'}"
+            f"{self.max_peak_rss_mib:.1f} MiB; logs {logs}"
         )
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """One server's median against the ceiling's and the baseline's (None where not run)."""
+
+    server: str
+    fraction_of_ceiling: float | None
+    speedup_over_baseline: float | None
+
+    @classmethod
+    def of(cls, row: Row, medians: dict[str, float]) -> Ratios:
+        ceiling, baseline = medians.get("ceiling"), medians.get("baseline")
+        return cls(
+            row.server,
+            row.median_numbers_per_second / ceiling if ceiling else None,
+            row.median_numbers_per_second / baseline if baseline else None,
+        )
+
+    def as_text(self) -> str | None:
+        parts = []
+        if self.fraction_of_ceiling is not None:
+            parts.append(f"{100 * self.fraction_of_ceiling:5.1f} % of the {CEILING_TEXT}")
+        if self.speedup_over_baseline is not None:
+            parts.append(f"{self.speedup_over_baseline:5.1f}x the baseline")
+        if not parts:
+            return None
+        return f"{self.server:<12} {'; '.join(parts)} (ratios of medians)"
 
 
 def main() -> int:
@@ -89,6 +124,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5, help="runs of numlog-trio")
     parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the baseline")
+    parser.add_argument(
+        "--ceiling-runs", type=int, default=5, help="runs of the receive-and-discard server"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
 
@@ -103,22 +141,32 @@ def main() -> int:
         flush=True,
     )
     commands = {
-        "numlog-trio": installed_server_command(),
+        "numlog-trio": installed_server_command() if args.runs > 0 else [],
         "baseline": [sys.executable, str(BASELINE)],
+        # Receives as large as numlog-trio's, whatever they are now.
+        "ceiling": [sys.executable, str(DISCARD), "--receive-size", str(RECEIVE_SIZE)],
     }
-    results: dict[str, list[Summary]] = {name: [] for name in commands}
-    # Interleave the two servers, so that a slow spell of the shared machine hits both.
-    for turn in range(max(args.runs, args.baseline_runs)):
-        for name, runs in (("numlog-trio", args.runs), ("baseline", args.baseline_runs)):
-            if turn < runs:
-                summary = measure(commands[name], workload, args.clients)
+    counts = {
+        "numlog-trio": args.runs,
+        "baseline": args.baseline_runs,
+        "ceiling": args.ceiling_runs,
+    }
+    results: dict[str, list[Summary]] = {name: [] for name in SERVERS}
+    # Interleave the servers, so that a slow spell of the shared machine hits all of them.
+    for turn in range(max(counts.values())):
+        for name in SERVERS:
+            if turn < counts[name]:
+                # The ceiling writes no log: it is not checked (its log_ok is None).
+                summary = measure(commands[name], workload, args.clients, check=name != "ceiling")
                 results[name].append(summary)
                 print(f"bench: {name:<12} {summary.as_text()}", file=sys.stderr, flush=True)
 
     rows = [Row.of(name, runs) for name, runs in results.items() if runs]
+    medians = {row.server: row.median_numbers_per_second for row in rows}
+    ratios = [Ratios.of(row, medians) for row in rows]
     speedup = (
-        rows[0].median_numbers_per_second / rows[1].median_numbers_per_second
-        if len(rows) == 2
+        medians["numlog-trio"] / medians["baseline"]
+        if "numlog-trio" in medians and "baseline" in medians
         else None
     )
     if args.json:
@@ -126,7 +174,14 @@ def main() -> int:
             json.dumps(
                 {
                     "numbers": workload.count,
-                    "results": [asdict(row) for row in rows],
+                    "results": [
+                        {
+                            **asdict(row),
+                            "fraction_of_ceiling": ratio.fraction_of_ceiling,
+                            "speedup_over_baseline": ratio.speedup_over_baseline,
+                        }
+                        for row, ratio in zip(rows, ratios, strict=True)
+                    ],
                     "speedup": speedup,
                 }
             )
@@ -136,7 +191,11 @@ def main() -> int:
             print(row.as_text())
         if speedup is not None:
             print(f"speedup of numlog-trio over the baseline (ratio of medians): {speedup:.1f}x")
-    return 0 if all(row.logs_exact for row in rows) else 1
+        for ratio in ratios:
+            if (text := ratio.as_text()) is not None:
+                print(text)
+    # The ceiling's log is not checked (None): only a checked log that is wrong fails.
+    return 0 if all(row.logs_exact is not False for row in rows) else 1
 
 
 if __name__ == "__main__":

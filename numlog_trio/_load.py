@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import Final, NoReturn, final
 
 import attrs
-import numpy as np
-import numpy.typing as npt
+
+try:
+    import numpy as np
+    import numpy.typing as npt
+except ImportError:  # the server does not need NumPy; only this load tool does
+    raise SystemExit(
+        "numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'"
+    ) from None
 
 from ._cli import _positive_int
 from ._framing import RECORD_SIZE, LineFramer, Outcome
