@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import itertools
 import os
 import stat
+from collections.abc import Sequence
 from typing import Final, final
 
 import attrs
@@ -18,6 +21,9 @@ from ._report import Totals
 
 SYNC_EVERY: Final = 32 << 20
 """Bytes written to the log between background syncs."""
+
+GROUP_BYTES: Final = 4 << 20
+"""Bytes of batches the writer takes in one hand-off to its thread, if that many are waiting."""
 
 
 @final
@@ -35,6 +41,20 @@ class Batch:
     def size(self) -> int:
         """Bytes of lines in the batch."""
         return sum(len(part) for part in self.lines)
+
+
+@final
+@attrs.frozen
+class Selection:
+    """The first sightings of some batches, marked as seen but not yet written.
+
+    Attributes:
+        lines: Their lines, in arrival order (a view of one of the writer's buffers).
+        duplicates: How many lines of the batches were numbers seen before.
+    """
+
+    lines: memoryview
+    duplicates: int
 
 
 @final
@@ -59,8 +79,12 @@ class LogWriter:
     # unique count of one batch with the duplicate count of another.
     _totals: Totals = attrs.field(factory=Totals, init=False)
     _unsynced_bytes: int = attrs.field(default=0, init=False)
-    # The first sightings of the batch in hand, reused batch after batch.
-    _out: bytearray = attrs.field(factory=bytearray, init=False)
+    # Two buffers for first sightings, used in turn: batches are selected into one while
+    # the other's selection is written.
+    _buffers: list[bytearray] = attrs.field(factory=lambda: [bytearray(), bytearray()], init=False)
+    # Selections marked in the bitmap but not yet written, oldest first: if their write never
+    # happens, their marks are taken back.
+    _unwritten: collections.deque[Selection] = attrs.field(factory=collections.deque, init=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LogWriter:
@@ -129,36 +153,76 @@ class LogWriter:
         if stat.S_ISREG(os.fstat(self._fd).st_mode):
             os.ftruncate(self._fd, size)
 
-    def accept(self, batch: Batch) -> None:
-        """Write the new numbers of a batch to the log and count the rest as duplicates.
+    def accept(self, *batches: Batch) -> None:
+        """Write the new numbers of batches to the log and count the rest as duplicates.
 
-        The kernel marks each new number in the bitmap as it copies its line out; the copies
-        go to the log in one write. Numbers are counted only after they reached the operating
-        system; if the write fails, their marks are taken back, so a failed write never
-        leaves a number counted, or marked as seen, but missing from the log.
+        What :meth:`run` does for each group of batches, in one call: :meth:`select`, then
+        :meth:`append`. Numbers are counted only after they reached the operating system;
+        if the write fails, their marks are taken back, so a failed write never leaves a
+        number counted, or marked as seen, but missing from the log.
 
         Raises:
             LogWriteError: Writing the log failed. Whatever part of the failed write reached
                 the file is cut off again, so the log holds exactly the numbers counted.
         """
-        if len(self._out) < batch.size:
-            self._out = bytearray(batch.size)
-        end = duplicates = 0
-        for lines in batch.lines:
-            end, seen_before = self._seen.select_new(lines, self._out, end)
-            duplicates += seen_before
-        new_lines = memoryview(self._out)[:end]
         try:
-            self._append(new_lines)
+            self.append(self.select(batches, 0))
         except LogWriteError:
-            self._seen.unmark(new_lines)
+            self.forget_unwritten()
             raise
-        self._unsynced_bytes += end
+
+    def select(self, batches: Sequence[Batch], buffer: int) -> Selection:
+        """Mark the batches' new numbers as seen and gather their lines for :meth:`append`.
+
+        The kernel tests and sets each number's bit and copies the lines of first sightings
+        into one of the writer's two buffers, in one pass. Until :meth:`append` has written
+        them, the selection counts as unwritten (see :meth:`forget_unwritten`).
+
+        Args:
+            batches: Batches in arrival order.
+            buffer: Which buffer (0 or 1) receives the lines; the selection made in it before
+                must be written by now.
+        """
+        size = sum(batch.size for batch in batches)
+        if len(self._buffers[buffer]) < size:
+            self._buffers[buffer] = bytearray(size)
+        out = self._buffers[buffer]
+        end = duplicates = 0
+        for batch in batches:
+            for lines in batch.lines:
+                end, seen_before = self._seen.select_new(lines, out, end)
+                duplicates += seen_before
+        selection = Selection(memoryview(out)[:end], duplicates)
+        self._unwritten.append(selection)
+        return selection
+
+    def append(self, selection: Selection) -> None:
+        """Write the oldest unwritten selection to the log, then count its numbers.
+
+        Raises:
+            LogWriteError: Writing the log failed; whatever part of the write reached the
+                file is cut off again, and nothing is counted. The selection stays unwritten.
+        """
+        assert self._unwritten[0] is selection, "selections are written in the order made"
+        self._write(selection.lines)
+        self._unwritten.popleft()
+        self._unsynced_bytes += len(selection.lines)
         self._totals = Totals(
-            self._totals.unique + end // RECORD_SIZE, self._totals.duplicates + duplicates
+            self._totals.unique + len(selection.lines) // RECORD_SIZE,
+            self._totals.duplicates + selection.duplicates,
         )
 
-    def _append(self, data: memoryview) -> None:
+    def forget_unwritten(self) -> None:
+        """Take back the marks of every selection not written, so the bitmap matches the log.
+
+        Call it only while no :meth:`select` runs.
+        """
+        while self._unwritten:
+            selection = self._unwritten.pop()
+            self._seen.unmark(selection.lines)
+            selection.lines.release()
+
+    def _write(self, data: memoryview) -> None:
         size_before: int | None = None
         try:
             size_before = os.fstat(self._fd).st_size
@@ -186,27 +250,62 @@ class LogWriter:
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.
 
-        Each batch is handled in a worker thread (the kernel and the write release the
-        interpreter lock), so the event loop goes on receiving and framing meanwhile. Every
-        :data:`SYNC_EVERY` bytes written, another thread syncs the log in the background, so
-        the sync at the end has little left to do and a power cut loses little.
+        Two stages, each handing its work to a worker thread (the kernel and the write
+        release the interpreter lock), so the event loop goes on receiving and framing
+        meanwhile: one selects the new numbers of batches while the other writes the
+        selection before. Each hand-off to the first takes every batch waiting, not just one:
+        a hand-off waits for the busy event loop, and the writer is the pipeline's slowest
+        stage. Every :data:`SYNC_EVERY` bytes written, another thread syncs the log in the
+        background, so the sync at the end has little left to do and a power cut loses little.
 
         Args:
             batches: The receiving end of the handlers' channel.
 
         Raises:
-            LogWriteError: Writing or syncing the log failed.
+            LogWriteError: Writing or syncing the log failed. Selections not written are
+                taken back first (see :meth:`forget_unwritten`).
         """
-        async with trio.open_nursery() as background:
-            syncing = trio.Lock()
-            async with batches:
-                async for batch in batches:
-                    await trio.to_thread.run_sync(self.accept, batch)
-                    if self._unsynced_bytes >= SYNC_EVERY and not syncing.locked():
-                        self._unsynced_bytes = 0
-                        background.start_soon(self._sync_in_background, syncing)
+        # Unbuffered: a selection is handed over only once the one before is written, so
+        # the buffer the next one is selected into is free again.
+        send_selections, receive_selections = trio.open_memory_channel[Selection](0)
+        try:
+            async with trio.open_nursery() as stages:
+                stages.start_soon(self._append_all, receive_selections)
+                async with send_selections, batches:
+                    buffers = itertools.cycle(range(len(self._buffers)))
+                    async for batch in batches:
+                        group = [batch, *_waiting(batches, GROUP_BYTES - batch.size)]
+                        selection = await trio.to_thread.run_sync(self.select, group, next(buffers))
+                        await send_selections.send(selection)
+        finally:
+            self.forget_unwritten()
         await trio.to_thread.run_sync(self.sync)
+
+    async def _append_all(self, selections: trio.MemoryReceiveChannel[Selection]) -> None:
+        async with trio.open_nursery() as background, selections:
+            syncing = trio.Lock()
+            async for selection in selections:
+                await trio.to_thread.run_sync(self.append, selection)
+                if self._unsynced_bytes >= SYNC_EVERY and not syncing.locked():
+                    self._unsynced_bytes = 0
+                    background.start_soon(self._sync_in_background, syncing)
 
     async def _sync_in_background(self, syncing: trio.Lock) -> None:
         async with syncing:
             await trio.to_thread.run_sync(self.sync)
+
+
+def _waiting(batches: trio.MemoryReceiveChannel[Batch], room: int) -> list[Batch]:
+    """Take batches already in the channel, without waiting, until ``room`` bytes are taken.
+
+    Batches of handlers blocked on sending count as in the channel.
+    """
+    waiting: list[Batch] = []
+    while room > 0:
+        try:
+            batch = batches.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        waiting.append(batch)
+        room -= batch.size
+    return waiting

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -153,6 +155,7 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     synced_sizes: list[int] = []
     monkeypatch.setattr(os, "fsync", lambda fd: synced_sizes.append(os.fstat(fd).st_size))
     monkeypatch.setattr(_writer, "SYNC_EVERY", 20)  # bytes: two lines
+    monkeypatch.setattr(_writer, "GROUP_BYTES", 0)  # one batch per hand-off
     log = tmp_path / "numbers.log"
     send, receive = trio.open_memory_channel[Batch](10)
     with LogWriter.open(log) as writer:
@@ -165,3 +168,62 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     assert len(synced_sizes) >= 2
     assert synced_sizes[0] < log.stat().st_size
     assert synced_sizes[-1] == log.stat().st_size
+
+
+async def test_run_hands_waiting_batches_to_its_thread_together_and_writes_them_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "numbers.log"
+    writes: list[int] = []
+    real_write = os.write
+
+    def counted_write(fd: int, data: memoryview) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counted_write)
+    send, receive = trio.open_memory_channel[Batch](10)
+    with LogWriter.open(log) as writer:
+        async with send:
+            for number in range(5):
+                send.send_nowait(Batch((records(number, number),)))
+        await writer.run(receive)
+    assert writes == [50]  # 5 new lines out of 10, all five batches in one write
+    assert log.read_bytes() == records(*range(5))
+
+
+async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer selects the next group while it writes the one before; when that write
+    # fails, the next group is already marked in the bitmap, and must be unmarked too.
+    monkeypatch.setattr(_writer, "GROUP_BYTES", 0)  # one batch per hand-off
+    second_selected = threading.Event()
+    real_select = LogWriter.select
+
+    def select(self: LogWriter, batches: Sequence[Batch], buffer: int) -> _writer.Selection:
+        selection = real_select(self, batches, buffer)
+        if b"000000003" in bytes(batches[0].lines[0]):
+            second_selected.set()
+        return selection
+
+    def fail_once_the_second_is_selected(fd: int, data: memoryview) -> int:
+        assert second_selected.wait(5)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LogWriter, "select", select)
+    monkeypatch.setattr(os, "write", fail_once_the_second_is_selected)
+    log = tmp_path / "numbers.log"
+    send, receive = trio.open_memory_channel[Batch](10)
+    with LogWriter.open(log) as writer:
+        async with send:
+            send.send_nowait(Batch((records(1, 2),)))
+            send.send_nowait(Batch((records(3, 4),)))
+        with pytest.RaisesGroup(LogWriteError, flatten_subgroups=True):
+            await writer.run(receive)
+        assert second_selected.is_set()
+        assert writer.totals == Totals()
+        monkeypatch.undo()
+        writer.accept(Batch((records(1, 2, 3, 4),)))  # all four are new again
+        assert writer.totals == Totals(unique=4, duplicates=0)
+    assert log.read_bytes() == records(1, 2, 3, 4)
