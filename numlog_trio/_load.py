@@ -32,9 +32,7 @@ try:
     import numpy as np
     import numpy.typing as npt
 except ImportError:  # the server does not need NumPy; only this load tool does
-    raise SystemExit(
-        "numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'"
-    ) from None
+    raise SystemExit("numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'") from None
 
 from ._cli import _positive_int
 from ._framing import RECORD_SIZE, LineFramer, Outcome
