@@ -1,5 +1,5 @@
 # Types of the compiled kernel, _kernel.pyx (the docstrings are there).
-from collections.abc import Buffer
+from typing_extensions import Buffer
 from typing import Final
 
 RECORD_SIZE: Final[int]

@@ -173,9 +173,10 @@ def select_new(
         numbers seen before.
 
     Raises:
-        ValueError: A buffer has the wrong size, or a line holds no 9-digit number (lines
-            must be validated by :func:`frame` first; this check only keeps a caller's
-            mistake inside the bitmap). The bitmap is then left as it was.
+        ValueError: A buffer has the wrong size, or a line parses to a value outside
+            0..999,999,999. Lines are not validated here (:func:`frame` did that): the range
+            check only keeps a caller's mistake inside the bitmap. The bitmap is then left
+            as it was.
     """
     cdef Py_ssize_t size = lines.shape[0]
     cdef Py_ssize_t count = size // _RECORD
@@ -240,7 +241,8 @@ def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
 
     Args:
         bitmap: The bitmap :func:`select_new` marked.
-        lines: The first sightings it copied out, which were all unmarked before.
+        lines: The first sightings it copied out, which were all unmarked before. A line
+            that parses outside the range is skipped.
     """
     cdef Py_ssize_t size = lines.shape[0]
     cdef Py_ssize_t index

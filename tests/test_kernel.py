@@ -1,0 +1,488 @@
+"""The compiled kernel (``numlog_trio._kernel``), called directly, against reference models.
+
+``frame`` is checked against the byte-at-a-time reference model of ``_reference.py``: for
+streams cut at arbitrary points (hypothesis), and for every byte value at every position of a
+line, alone, after valid lines, and completing a line carried over with every carry length.
+Every call's result is also checked against the contract in its docstring: only number lines
+kept, the carry at most 9 bytes, empty unless the connection reads on, and nothing dropped.
+
+``select_new`` and ``unmark`` are checked against a Python set: the exact bytes copied out,
+the end offset, the duplicate count and the bitmap's bits afterwards, over several buffers
+with numbers repeated inside one buffer and across buffers, at the ends of the range, with the
+output buffer exactly full or one byte short, with more and fewer lines than the prefetch
+distance, and with lines that parse out of range (the bitmap is then left as it was).
+
+The 125 MB bitmap is one anonymous mmap for the module; each test clears the bytes it touched,
+and the tests that do not use hypothesis check afterwards that the whole bitmap is zero.
+"""
+
+from __future__ import annotations
+
+import mmap
+import random
+import re
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import numpy as np
+import pytest
+from _reference import NEAR_MISSES, cut, cuts, numbers_in, reference, streams
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numlog_trio import Outcome, _kernel
+
+RECORD: Final = _kernel.RECORD_SIZE
+AHEAD: Final = _kernel.PREFETCH_DISTANCE
+OUTCOMES: Final = {
+    _kernel.MORE: Outcome.MORE,
+    _kernel.INVALID: Outcome.INVALID,
+    _kernel.TERMINATE: Outcome.TERMINATE,
+}
+NUMBER_LINES: Final = re.compile(rb"(?:[0-9]{9}\n)*")
+FILL: Final = 0xA5
+"""What ``out`` holds before ``select_new``: bytes it must leave alone stay this."""
+
+
+def line(number: int) -> bytes:
+    return b"%09d\n" % number
+
+
+def lines_of(numbers: Iterable[int]) -> bytes:
+    return b"".join(line(number) for number in numbers)
+
+
+# ---------------------------------------------------------------------------------------------
+# frame
+
+
+def frame_buffers(buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
+    """Frame buffers in turn with the kernel, carrying ``carry`` from each call to the next.
+
+    Checks every call against ``frame``'s contract: ``head`` followed by ``data[start:stop]``
+    is whole number lines and begins the carried bytes and ``data``; the carry is at most 9
+    bytes, empty unless the outcome is MORE, and then is the rest of the buffer.
+
+    Returns:
+        The numbers kept, the outcome, and how many buffers were framed (up to the one that
+        decided the outcome).
+    """
+    numbers: list[int] = []
+    carried = b""
+    for index, data in enumerate(buffers):
+        head, start, stop, outcome, carry = _kernel.frame(carried, data)
+        where = f"buffer {index} {data!r} after carrying {carried!r}"
+        assert 0 <= start <= stop <= len(data), where
+        assert (stop - start) % RECORD == 0, where
+        assert head is not None or start == 0, where
+        kept = (head or b"") + data[start:stop]
+        assert NUMBER_LINES.fullmatch(kept), f"kept {kept!r} from {where}"
+        assert (carried + data).startswith(kept), f"kept {kept!r} from {where}"
+        assert len(carry) <= 9, f"carry {carry!r} from {where}"
+        numbers += numbers_in(kept)
+        if outcome != _kernel.MORE:
+            assert carry == b"", f"carry {carry!r} with outcome {outcome} from {where}"
+            return numbers, OUTCOMES[outcome], index + 1
+        assert kept + carry == carried + data, f"kept {kept!r}, carry {carry!r} from {where}"
+        carried = carry
+    return numbers, Outcome.MORE, len(buffers)
+
+
+def check_frame(
+    buffers: list[bytes], expected: tuple[list[int], Outcome, int | None] | None = None
+) -> None:
+    """Check the kernel's framing of ``buffers`` against the reference for their stream.
+
+    Args:
+        buffers: The receive buffers, in order.
+        expected: ``reference()`` of the joined buffers, when the caller has it already.
+    """
+    stream = b"".join(buffers)
+    expected_numbers, expected_outcome, decided_at = expected or reference(stream)
+    numbers, outcome, used = frame_buffers(buffers)
+    assert (numbers, outcome) == (expected_numbers, expected_outcome), (
+        f"kernel: {outcome} after {numbers}; reference: {expected_outcome} after "
+        f"{expected_numbers}; buffers {buffers!r}"
+    )
+    if decided_at is None:
+        assert used == len(buffers)
+    else:
+        # The kernel decides in the buffer holding the deciding byte, not later.
+        decided_in = sum(len(buffer) for buffer in buffers[:used])
+        assert decided_in - len(buffers[used - 1]) <= decided_at < decided_in, (
+            f"decided at byte {decided_at}, but the kernel stopped after buffer {used} of "
+            f"{buffers!r}"
+        )
+
+
+@given(streams, cuts)
+def test_frame_matches_the_reference_for_any_stream_cut_anywhere(
+    stream: bytes, offsets: list[int]
+) -> None:
+    check_frame(cut(stream, offsets)[0])
+
+
+@given(
+    st.lists(st.one_of(st.sampled_from([*NEAR_MISSES, b"terminate\n"]), st.binary(max_size=12))),
+    st.lists(st.integers(0, 12), max_size=30),
+)
+def test_frame_matches_the_reference_for_short_buffers_of_any_bytes(
+    pieces: list[bytes], sizes: list[int]
+) -> None:
+    # Buffers of 0 to 12 bytes: most complete a carried line, or carry one on.
+    stream = b"".join(pieces)
+    buffers: list[bytes] = []
+    offset = 0
+    for size in sizes:
+        buffers.append(stream[offset : offset + size])
+        offset += size
+    buffers.append(stream[offset:])
+    check_frame(buffers)
+
+
+BASES: Final = (b"123456789\n", b"terminate\n")
+BEFORE: Final = lines_of([314_159_265, 0])
+AFTER: Final = line(999_999_999)
+
+
+@pytest.mark.parametrize("position", range(RECORD))
+def test_every_byte_value_at_every_position_of_a_line(position: int) -> None:
+    for base in BASES:
+        for value in range(256):
+            changed = base[:position] + bytes([value]) + base[position + 1 :]
+            upto = changed[: position + 1]
+            # Alone, and cut just after the changed byte: rejected at once or waiting.
+            check_frame([changed])
+            check_frame([upto])
+            # After valid lines (which are kept), followed by a valid line.
+            check_frame([BEFORE + changed + AFTER])
+            check_frame([BEFORE + upto])
+            # Completing a line carried from the previous buffer, with every carry length;
+            # the previous buffer also holds valid lines, or nothing else.
+            stream = changed + AFTER
+            expected = reference(stream)
+            expected_upto = reference(upto)
+            expected_after = reference(BEFORE + stream)
+            for held in range(1, RECORD):
+                check_frame([stream[:held], stream[held:]], expected)
+                check_frame([BEFORE + stream[:held], stream[held:]], expected_after)
+                if held <= position:
+                    # The completion ends at the changed byte: it is shorter than a line.
+                    check_frame([upto[:held], upto[held:]], expected_upto)
+                    check_frame([stream[:held], upto[held:], stream[position + 1 :]], expected)
+
+
+@pytest.mark.parametrize("carried", [b"1234567890", b"12345678901", b"0" * 20, b"terminate\n"])
+@pytest.mark.parametrize("data", [b"", b"5", b"123456789\n"])
+def test_a_carried_line_of_ten_bytes_or_more_is_refused(carried: bytes, data: bytes) -> None:
+    with pytest.raises(ValueError, match="carried"):
+        _kernel.frame(carried, data)
+
+
+@pytest.mark.parametrize("partial", [b"123456789", b"terminate", b"000000000"])
+def test_the_carry_holds_at_most_nine_bytes(partial: bytes) -> None:
+    # Nine bytes carried, from one buffer or across several, and more bytes that can't fit.
+    assert _kernel.frame(b"", partial) == (None, 0, 0, _kernel.MORE, partial)
+    assert _kernel.frame(partial[:4], partial[4:]) == (None, 0, 0, _kernel.MORE, partial)
+    assert _kernel.frame(partial, b"") == (None, 0, 0, _kernel.MORE, partial)
+    assert _kernel.frame(b"", line(7) + partial) == (None, 0, 10, _kernel.MORE, partial)
+    head, _, _, outcome, carry = _kernel.frame(partial, b"x")
+    assert (head, outcome, carry) == (None, _kernel.INVALID, b"")
+    assert _kernel.frame(b"", partial + b"x") == (None, 0, 0, _kernel.INVALID, b"")
+
+
+def test_a_carried_line_completed_is_the_head_and_the_rest_follows() -> None:
+    assert _kernel.frame(b"1234", b"56789\n000000001\n00") == (
+        b"123456789\n",
+        6,
+        16,
+        _kernel.MORE,
+        b"00",
+    )
+    assert _kernel.frame(b"termi", b"nate\n000000001\n") == (None, 0, 0, _kernel.TERMINATE, b"")
+    assert _kernel.frame(b"1234", b"56789\nterminate\n") == (
+        b"123456789\n",
+        6,
+        6,
+        _kernel.TERMINATE,
+        b"",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# select_new and unmark
+
+
+def marked_bytes(bits: mmap.mmap) -> list[int]:
+    """Return the offsets of (up to 16 of) the 8-byte words of the bitmap that are not zero."""
+    words = np.frombuffer(bits, dtype=np.uint64)
+    try:
+        return [8 * int(index) for index in np.flatnonzero(words)[:16]]
+    finally:
+        del words  # release the mmap's buffer, so that it can be closed
+
+
+@pytest.fixture(scope="module")
+def bitmap() -> Iterator[mmap.mmap]:
+    """One zeroed bitmap for the module: each test clears the bytes it touched."""
+    bits = mmap.mmap(-1, _kernel.BITMAP_BYTES)
+    yield bits
+    left = marked_bytes(bits)
+    bits.close()
+    assert left == [], "the module's tests left bits set in these words"
+
+
+@pytest.fixture
+def clean_bitmap(bitmap: mmap.mmap) -> Iterator[mmap.mmap]:
+    """The module's bitmap, checked (all of it) to be all zero again after the test."""
+    yield bitmap
+    left = marked_bytes(bitmap)
+    if left:
+        bitmap[:] = bytes(len(bitmap))
+    assert left == [], "the test left bits set in these words"
+
+
+def clear(bits: mmap.mmap, numbers: Iterable[int]) -> None:
+    """Zero the bitmap bytes that hold these numbers' bits."""
+    for number in numbers:
+        bits[number >> 3] = 0
+
+
+def bits_of(bits: mmap.mmap, numbers: Iterable[int]) -> dict[int, int]:
+    """Return the bitmap bytes that hold these numbers' bits, by offset."""
+    return {number >> 3: bits[number >> 3] for number in numbers}
+
+
+def expected_bits(marked: set[int], numbers: Iterable[int]) -> dict[int, int]:
+    """Return what the bitmap bytes holding these numbers are when exactly ``marked`` are set."""
+    expected = {number >> 3: 0 for number in numbers}
+    for number in marked:
+        if number >> 3 in expected:
+            expected[number >> 3] |= 1 << (number & 7)
+    return expected
+
+
+def first_sightings(seen: set[int], numbers: Iterable[int]) -> list[int]:
+    """The set model of ``select_new``: the numbers not in ``seen``, in order, now added."""
+    new: list[int] = []
+    for number in numbers:
+        if number not in seen:
+            seen.add(number)
+            new.append(number)
+    return new
+
+
+def check_select_new(
+    bits: mmap.mmap, seen: set[int], numbers: list[int], at: int = 0, slack: int = 0
+) -> memoryview:
+    """Call ``select_new`` on the lines of ``numbers`` and check it against the set ``seen``.
+
+    Checks the exact bytes of ``out`` (first sightings in arrival order from ``at``, nothing
+    else changed), the end offset and the duplicate count. ``seen`` is updated.
+
+    Returns:
+        The first sightings copied out: ``out[at:end]``.
+    """
+    lines = lines_of(numbers)
+    out = bytearray([FILL]) * (at + len(lines) + slack)
+    end, duplicates = _kernel.select_new(bits, lines, out, at)
+    new = first_sightings(seen, numbers)
+    assert (end, duplicates) == (at + RECORD * len(new), len(numbers) - len(new))
+    assert out == bytes([FILL]) * at + lines_of(new) + bytes([FILL]) * (len(out) - end)
+    return memoryview(out)[at:end]
+
+
+# Numbers from small ranges at both ends of the space (repeats are common, and neighbours share
+# bitmap bytes), 0 and 999999999, and some from anywhere.
+some_numbers = st.one_of(
+    st.integers(0, 40),
+    st.integers(999_999_960, 999_999_999),
+    st.sampled_from([0, 999_999_999]),
+    st.integers(0, 999_999_999),
+)
+
+
+def with_a_run(parts: tuple[list[int], int, int, list[int]]) -> list[int]:
+    """Numbers, then a run of consecutive ones, then more, then the first ones again."""
+    head, start, length, tail = parts
+    return head + list(range(start, start + length)) + tail + head
+
+
+runs = st.tuples(
+    st.lists(some_numbers, max_size=20),
+    st.one_of(st.just(0), st.integers(0, _kernel.NUMBER_SPACE - 3 * AHEAD)),
+    st.integers(0, 3 * AHEAD),
+    st.lists(some_numbers, max_size=20),
+).map(with_a_run)
+"""Buffers longer than the prefetch distance, with many new numbers in order."""
+batches = st.lists(
+    st.one_of(st.lists(some_numbers, max_size=3 * AHEAD), runs), min_size=1, max_size=4
+)
+
+
+@settings(deadline=None)
+@given(batches, st.integers(0, 25), st.integers(0, 15))
+def test_select_new_matches_a_set_over_several_buffers(
+    bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], at: int, slack: int
+) -> None:
+    everything = [number for numbers in numbers_by_buffer for number in numbers]
+    seen: set[int] = set()
+    try:
+        for numbers in numbers_by_buffer:
+            check_select_new(bitmap, seen, numbers, at, slack)
+            assert bits_of(bitmap, everything) == expected_bits(seen, everything)
+    finally:
+        clear(bitmap, everything)
+
+
+@settings(deadline=None)
+@given(st.lists(some_numbers, max_size=30), batches, st.integers(0, 25))
+def test_unmark_restores_the_bitmap_exactly(
+    bitmap: mmap.mmap, before: list[int], numbers_by_buffer: list[list[int]], at: int
+) -> None:
+    everything = before + [number for numbers in numbers_by_buffer for number in numbers]
+    seen: set[int] = set()
+    try:
+        check_select_new(bitmap, seen, before)
+        for numbers in numbers_by_buffer:
+            marked_before = bits_of(bitmap, everything)
+            _kernel.unmark(bitmap, check_select_new(bitmap, set(seen), numbers, at))
+            assert bits_of(bitmap, everything) == marked_before == expected_bits(seen, everything)
+    finally:
+        clear(bitmap, everything)
+
+
+def test_the_ends_of_the_range_and_their_neighbours(clean_bitmap: mmap.mmap) -> None:
+    ends = [0, 999_999_999, 1, 999_999_998, 7, 8, 999_999_992, 999_999_991]
+    seen: set[int] = set()
+    try:
+        check_select_new(clean_bitmap, seen, [0, 999_999_999, 0, 999_999_999])
+        check_select_new(clean_bitmap, seen, ends + ends)
+        assert clean_bitmap[0] == 0b1000_0011  # 7, 1 and 0
+        assert clean_bitmap[1] == 0b0000_0001  # 8
+        assert clean_bitmap[-1] == 0b1100_0001  # 999999999, 999999998 and 999999992
+        assert clean_bitmap[-2] == 0b1000_0000  # 999999991
+    finally:
+        clear(clean_bitmap, ends)
+
+
+def spread(count: int) -> list[int]:
+    """``count`` distinct numbers, far apart (each in its own bitmap page, mostly)."""
+    return [(index * 387_420_489 + 12_345) % _kernel.NUMBER_SPACE for index in range(count)]
+
+
+COUNTS: Final = (1, 2, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD - 1, 2 * AHEAD, 2 * AHEAD + 1, 1000)
+
+
+@pytest.mark.parametrize("count", COUNTS)
+def test_more_and_fewer_lines_than_the_prefetch_distance(
+    clean_bitmap: mmap.mmap, count: int
+) -> None:
+    generator = random.Random(count)
+    pool = spread(count // 3 + 1) + list(range(count // 4 + 1))
+    repeated = [generator.choice(pool) for _ in range(count)]
+    distinct = spread(count)
+    seen: set[int] = set()
+    try:
+        # Distinct numbers: each must come out in order, from the ring of parsed numbers.
+        check_select_new(clean_bitmap, seen, distinct, at=3)
+        # Repeats at every distance, inside the buffer and of the buffer before.
+        check_select_new(clean_bitmap, seen, repeated, at=0, slack=7)
+        check_select_new(clean_bitmap, seen, repeated[::-1], at=11)
+        everything = distinct + repeated
+        assert bits_of(clean_bitmap, everything) == expected_bits(seen, everything)
+    finally:
+        clear(clean_bitmap, distinct + repeated)
+
+
+@pytest.mark.parametrize("count", [1, AHEAD, 1000])
+@pytest.mark.parametrize("at", [0, 13])
+def test_an_output_buffer_exactly_full(clean_bitmap: mmap.mmap, count: int, at: int) -> None:
+    numbers = spread(count)
+    lines = lines_of(numbers)
+    out = bytearray(b"x" * at) + bytearray(len(lines))
+    try:
+        assert _kernel.select_new(clean_bitmap, lines, out, at) == (len(out), 0)
+        assert out == b"x" * at + lines
+        assert bits_of(clean_bitmap, numbers) == expected_bits(set(numbers), numbers)
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+@pytest.mark.parametrize("count", [1, AHEAD, 1000])
+@pytest.mark.parametrize("at", [0, 13])
+def test_an_output_buffer_one_byte_short_is_refused_and_nothing_is_marked(
+    clean_bitmap: mmap.mmap, count: int, at: int
+) -> None:
+    lines = lines_of(spread(count))
+    out = bytearray(at + len(lines) - 1)
+    with pytest.raises(ValueError, match="room"):
+        _kernel.select_new(clean_bitmap, lines, out, at)
+    assert out == bytes(len(out))
+
+
+def test_a_negative_offset_is_refused(clean_bitmap: mmap.mmap) -> None:
+    with pytest.raises(ValueError, match="room"):
+        _kernel.select_new(clean_bitmap, line(5), bytearray(20), -1)
+
+
+@pytest.mark.parametrize("at", [0, 4, 10])
+def test_no_lines_select_nothing(clean_bitmap: mmap.mmap, at: int) -> None:
+    out = bytearray(b"y" * 10)
+    assert _kernel.select_new(clean_bitmap, b"", out, at) == (at, 0)
+    assert out == b"y" * 10
+    _kernel.unmark(clean_bitmap, b"")
+
+
+@pytest.mark.parametrize("size", [1, 9, 11, 19, 1001])
+def test_lines_that_are_not_whole_lines_are_refused(clean_bitmap: mmap.mmap, size: int) -> None:
+    lines = (line(123) * 101)[:size]
+    with pytest.raises(ValueError, match="whole"):
+        _kernel.select_new(clean_bitmap, lines, bytearray(2000), 0)
+    with pytest.raises(ValueError, match="whole"):
+        _kernel.unmark(clean_bitmap, lines)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, _kernel.BITMAP_BYTES - 1])
+def test_a_bitmap_too_small_is_refused(size: int) -> None:
+    small = mmap.mmap(-1, max(size, 1))
+    try:
+        view = memoryview(small)[:size]
+        with pytest.raises(ValueError, match="bitmap"):
+            _kernel.select_new(view, line(0), bytearray(10), 0)
+        with pytest.raises(ValueError, match="bitmap"):
+            _kernel.unmark(view, line(0))
+        view.release()
+        assert small.find(b"\x01") == -1
+    finally:
+        small.close()
+
+
+# Lines that are not numbers and that the kernel's parse puts outside 0..999999999. (Not every
+# non-number line does: see the report on b"abcdefghi\n".)
+OUT_OF_RANGE: Final = (b"\xff" * 9 + b"\n", b":::::::::\n", b"/////////\n", b"99999999:\n")
+
+
+@pytest.mark.parametrize("bad", OUT_OF_RANGE)
+@pytest.mark.parametrize(
+    "position", [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5, 999], ids=str
+)
+def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
+    clean_bitmap: mmap.mmap, bad: bytes, position: int
+) -> None:
+    # Lines before the bad one: new numbers (some repeated), and one seen before, which must
+    # stay marked; lines after it too.
+    old = 77
+    before = [(index * 7 + 3) % 300 for index in range(position)] + [old]
+    after = list(range(500, 520))
+    everything = [*before, *after]
+    try:
+        _kernel.select_new(clean_bitmap, line(old), bytearray(10), 0)
+        marked_before = bits_of(clean_bitmap, everything)
+        lines = lines_of(before[:position]) + bad + lines_of(before[position:] + after)
+        with pytest.raises(ValueError, match="nine digits"):
+            _kernel.select_new(clean_bitmap, lines, bytearray(len(lines)), 0)
+        assert bits_of(clean_bitmap, everything) == marked_before
+        assert marked_before == expected_bits({old}, everything)
+    finally:
+        clear(clean_bitmap, everything)
