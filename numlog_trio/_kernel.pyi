@@ -1,6 +1,7 @@
 # Types of the compiled kernel, _kernel.pyx (the docstrings are there).
-from typing_extensions import Buffer
 from typing import Final
+
+from typing_extensions import Buffer
 
 RECORD_SIZE: Final[int]
 NUMBER_SPACE: Final[int]

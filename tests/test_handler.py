@@ -66,7 +66,10 @@ async def test_the_handler_matches_the_reference_for_any_stream_cut_anywhere(
         await _ClientHandler(trio.CapacityLimiter(1), send_batches, serving)(connection)
     send_batches.close()
     handed_over = [
-        number async for batch in receive_batches for lines in batch.lines for number in numbers_in(lines)
+        number
+        async for batch in receive_batches
+        for lines in batch.lines
+        for number in numbers_in(lines)
     ]
 
     expected_numbers, expected_outcome, decided_at = reference(stream)
