@@ -17,7 +17,7 @@ from libc.string cimport memcmp, memcpy
 cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
-    #define NUMLOG_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 0)
+    #define NUMLOG_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 2)
     #else
     #define NUMLOG_PREFETCH_FOR_WRITE(address) ((void)(address))
     #endif
@@ -165,7 +165,8 @@ def select_new(
         bitmap: One bit per number, :data:`BITMAP_BYTES` long.
         lines: Whole number lines, as :func:`frame` validated them.
         out: Where first sightings go, from offset ``at``. It must have room for all of
-            ``lines`` (``len(out) - at >= len(lines)``), however many turn out new.
+            ``lines`` (``len(out) - at >= len(lines)``), however many turn out new; that room
+            past the returned ``end`` is scratch, its bytes unspecified.
         at: Offset in ``out`` of the first line copied.
 
     Returns:
@@ -182,7 +183,6 @@ def select_new(
     cdef Py_ssize_t count = size // _RECORD
     cdef Py_ssize_t index, ahead
     cdef Py_ssize_t end = at
-    cdef Py_ssize_t duplicates = 0
     cdef Py_ssize_t primed
     cdef uint32_t number
     cdef uint32_t ring[_RING]
@@ -224,16 +224,14 @@ def select_new(
                 number = ring[index & (_RING - 1)]
                 mask = <uint8_t>(1 << (number & 7))
                 byte = bits[number >> 3]
-                if byte & mask:
-                    duplicates += 1
-                else:
-                    bits[number >> 3] = byte | mask
-                    memcpy(target + end, source + index * _RECORD, _RECORD)
-                    end += _RECORD
+                bits[number >> 3] = byte | mask
+                # Copied always, kept only if new: no branch to mispredict on a duplicate.
+                memcpy(target + end, source + index * _RECORD, _RECORD)
+                end += _RECORD * ((byte & mask) == 0)
     if out_of_range:
         unmark(bitmap, out[at:end])
         raise ValueError("a line is not nine digits and a newline")
-    return end, duplicates
+    return end, count - (end - at) // _RECORD
 
 
 def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
