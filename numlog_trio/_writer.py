@@ -22,7 +22,7 @@ from ._report import Totals
 SYNC_EVERY: Final = 32 << 20
 """Bytes written to the log between background syncs."""
 
-GROUP_BYTES: Final = 4 << 20
+GROUP_BYTES: Final = 1 << 20
 """Bytes of batches the writer takes in one hand-off to its thread, if that many are waiting."""
 
 
