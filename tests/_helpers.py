@@ -35,8 +35,10 @@ QUICK: Final = 3.0
 NL: Final = os.linesep.encode()
 """The server-native newline that ends every input line and every logged number."""
 
-SERVER_MODULE: Final = (sys.executable, "-m", "numlog_trio")
-CLIENT_MODULE: Final = (sys.executable, "-c", "from numlog_trio._client import run; run()")
+# -P: the installed package, never the source tree that the working directory may be (its
+# compiled kernel is built into the installed copy only).
+SERVER_MODULE: Final = (sys.executable, "-P", "-m", "numlog_trio")
+CLIENT_MODULE: Final = (sys.executable, "-P", "-c", "from numlog_trio._client import run; run()")
 
 REPORT: Final = re.compile(
     r"^Received (\d+) unique numbers, (\d+) duplicates\. Unique total: (\d+)$"
@@ -303,6 +305,7 @@ def limited_server(limit: str, value: int) -> tuple[str, ...]:
     """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
     return (
         sys.executable,
+        "-P",
         "-c",
         "import resource, runpy; "
         f"resource.setrlimit(resource.{limit}, ({value}, {value})); "

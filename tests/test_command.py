@@ -268,7 +268,7 @@ def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> 
     closed_stdout = (
         "bash",
         "-c",
-        'set -o pipefail; "$0" -m numlog_trio "$@" | true',
+        'set -o pipefail; "$0" -P -m numlog_trio "$@" | true',
         sys.executable,
     )
     with running_server(tmp_path, "--report-interval", "0.05", command=closed_stdout) as server:

@@ -67,7 +67,7 @@ def test_check_log_accepts_exactly_the_distinct_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[sys.executable, "-m", "numlog_trio"], [sys.executable, str(BASELINE)]]
+    "command", [[sys.executable, "-P", "-m", "numlog_trio"], [sys.executable, str(BASELINE)]]
 )
 def test_a_spawned_run_pushes_everything_and_finds_the_log_exact(
     tmp_path: Path, command: list[str]
