@@ -276,7 +276,10 @@ class LogWriter:
                     async for batch in batches:
                         group = [batch, *_waiting(batches, GROUP_BYTES - batch.size)]
                         selection = await trio.to_thread.run_sync(self.select, group, next(buffers))
-                        await send_selections.send(selection)
+                        try:
+                            await send_selections.send(selection)
+                        except trio.BrokenResourceError:
+                            return  # the other stage failed: its error is the one to report
         finally:
             self.forget_unwritten()
         await trio.to_thread.run_sync(self.sync)

@@ -21,6 +21,15 @@ def records(*numbers: int) -> bytes:
     return b"".join(b"%09d\n" % number for number in numbers)
 
 
+async def run_on(writer: LogWriter, *batches: Batch) -> None:
+    """Run the writer on these batches, sent at once through a channel then closed."""
+    send, receive = trio.open_memory_channel[Batch](len(batches))
+    async with send:
+        for batch in batches:
+            send.send_nowait(batch)
+    await writer.run(receive)
+
+
 def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
@@ -112,12 +121,8 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
     synced: list[int] = []
     monkeypatch.setattr(os, "fsync", synced.append)
     log = tmp_path / "numbers.log"
-    send, receive = trio.open_memory_channel[Batch](10)
     with LogWriter.open(log) as writer:
-        async with send:
-            for number in range(5):
-                send.send_nowait(Batch((records(number, number),)))
-        await writer.run(receive)
+        await run_on(writer, *(Batch((records(number, number),)) for number in range(5)))
         assert len(synced) == 1
         assert os.fstat(synced[0]).st_ino == log.stat().st_ino
     assert writer.totals == Totals(unique=5, duplicates=5)
@@ -157,12 +162,8 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     monkeypatch.setattr(_writer, "SYNC_EVERY", 20)  # bytes: two lines
     monkeypatch.setattr(_writer, "GROUP_BYTES", 0)  # one batch per hand-off
     log = tmp_path / "numbers.log"
-    send, receive = trio.open_memory_channel[Batch](10)
     with LogWriter.open(log) as writer:
-        async with send:
-            for number in range(0, 12, 2):
-                send.send_nowait(Batch((records(number, number + 1),)))
-        await writer.run(receive)
+        await run_on(writer, *(Batch((records(n, n + 1),)) for n in range(0, 12, 2)))
     assert log.read_bytes() == records(*range(12))
     # A background sync after some batches, and the final one after all of them.
     assert len(synced_sizes) >= 2
@@ -182,12 +183,8 @@ async def test_run_hands_waiting_batches_to_its_thread_together_and_writes_them_
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", counted_write)
-    send, receive = trio.open_memory_channel[Batch](10)
     with LogWriter.open(log) as writer:
-        async with send:
-            for number in range(5):
-                send.send_nowait(Batch((records(number, number),)))
-        await writer.run(receive)
+        await run_on(writer, *(Batch((records(number, number),)) for number in range(5)))
     assert writes == [50]  # 5 new lines out of 10, all five batches in one write
     assert log.read_bytes() == records(*range(5))
 
@@ -214,13 +211,9 @@ async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
     monkeypatch.setattr(LogWriter, "select", select)
     monkeypatch.setattr(os, "write", fail_once_the_second_is_selected)
     log = tmp_path / "numbers.log"
-    send, receive = trio.open_memory_channel[Batch](10)
     with LogWriter.open(log) as writer:
-        async with send:
-            send.send_nowait(Batch((records(1, 2),)))
-            send.send_nowait(Batch((records(3, 4),)))
         with pytest.RaisesGroup(LogWriteError, flatten_subgroups=True):
-            await writer.run(receive)
+            await run_on(writer, Batch((records(1, 2),)), Batch((records(3, 4),)))
         assert second_selected.is_set()
         assert writer.totals == Totals()
         monkeypatch.undo()
