@@ -9,7 +9,6 @@ from typing import Final, final
 import attrs
 
 from . import _kernel
-from ._framing import Lines
 
 NUMBER_SPACE: Final = _kernel.NUMBER_SPACE
 BITMAP_BYTES: Final = _kernel.BITMAP_BYTES
@@ -57,7 +56,9 @@ class SeenNumbers:
         for offset in range(0, BITMAP_BYTES, _PAGE_SIZE):
             bits[offset] = 0
 
-    def select_new(self, lines: Lines, out: bytearray, at: int) -> tuple[int, int]:
+    def select_new(
+        self, lines: bytes | bytearray | memoryview, out: bytearray | memoryview, at: int
+    ) -> tuple[int, int]:
         """Mark the numbers of ``lines`` seen, and copy the lines of first sightings to ``out``.
 
         The compiled kernel does it in one pass, without the interpreter lock. A number
@@ -66,7 +67,8 @@ class SeenNumbers:
         Args:
             lines: Whole, valid number lines, as the framer gives them.
             out: Receives the first sightings from offset ``at``; it must have room for all
-                of ``lines``.
+                of ``lines``. It may be ``lines`` itself (writable, ``at`` 0), to compact
+                the first sightings in place.
             at: Where in ``out`` the first sighting goes.
 
         Returns:
@@ -75,6 +77,6 @@ class SeenNumbers:
         """
         return _kernel.select_new(self._bitmap(), lines, out, at)
 
-    def unmark(self, lines: Lines) -> None:
+    def unmark(self, lines: bytes | bytearray | memoryview) -> None:
         """Forget numbers that :meth:`select_new` marked (the first sightings it copied out)."""
         _kernel.unmark(self._bitmap(), lines)

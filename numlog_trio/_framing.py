@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from typing import Final, TypeAlias, final
+from typing import Final, final
 
 import attrs
 
@@ -21,9 +21,6 @@ if sys.byteorder != "little":  # the kernel reads lines as little-endian 64-bit 
 
 RECORD_SIZE: Final = _kernel.RECORD_SIZE
 TERMINATE: Final = b"terminate\n"
-
-Lines: TypeAlias = bytes | memoryview
-"""Whole number lines, 10 bytes each, as received (a view of the receive buffer, or a copy)."""
 
 
 class Outcome(enum.Enum):
@@ -53,12 +50,12 @@ class Framed:
         lines: The valid number lines, in arrival order, in at most two parts, none empty:
             the line completed from the bytes carried over from the previous buffer (a
             10-byte copy), and a view of the rest of the buffer, so joining the carried bytes
-            never copies the buffer.
+            never copies the buffer. Both are writable where the buffer is.
         outcome: What the connection does next. Numbers before an invalid line or before
             ``terminate`` are still in ``lines``.
     """
 
-    lines: tuple[Lines, ...]
+    lines: tuple[memoryview, ...]
     outcome: Outcome
 
     @property
@@ -84,6 +81,15 @@ class LineFramer:
         """How many bytes of an unfinished line are held (0 to 9)."""
         return len(self._partial)
 
+    def take_partial(self) -> bytes:
+        """Hand over the unfinished line held, to be fed again at the front of the next buffer.
+
+        A caller that receives into buffers of its own puts it there, so that a line cut
+        between two receives is framed in place like any other, and not copied out.
+        """
+        partial, self._partial = self._partial, b""
+        return partial
+
     def feed(self, data: bytes | bytearray | memoryview) -> Framed:
         """Frame the next receive buffer of the stream.
 
@@ -97,7 +103,7 @@ class LineFramer:
             be fed again.
         """
         head, start, stop, outcome, self._partial = _kernel.frame(self._partial, data)
-        lines: tuple[Lines, ...] = () if head is None else (head,)
+        lines: tuple[memoryview, ...] = () if head is None else (memoryview(bytearray(head)),)
         if stop > start:
             lines += (memoryview(data)[start:stop],)
         return Framed(lines, _OUTCOMES[outcome])

@@ -12,7 +12,7 @@ import on a big-endian machine.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memmove
 
 cdef extern from *:
     """
@@ -166,7 +166,9 @@ def select_new(
         lines: Whole number lines, as :func:`frame` validated them.
         out: Where first sightings go, from offset ``at``. It must have room for all of
             ``lines`` (``len(out) - at >= len(lines)``), however many turn out new; that room
-            past the returned ``end`` is scratch, its bytes unspecified.
+            past the returned ``end`` is scratch, its bytes unspecified. It may be ``lines``
+            itself, with ``at`` 0: the first sightings are then compacted in place, at the
+            front of ``lines`` (each line moves only towards the front, after it was read).
         at: Offset in ``out`` of the first line copied.
 
     Returns:
@@ -226,7 +228,8 @@ def select_new(
                 byte = bits[number >> 3]
                 bits[number >> 3] = byte | mask
                 # Copied always, kept only if new: no branch to mispredict on a duplicate.
-                memcpy(target + end, source + index * _RECORD, _RECORD)
+                # memmove: in place, the line may be copied onto itself.
+                memmove(target + end, source + index * _RECORD, _RECORD)
                 end += _RECORD * ((byte & mask) == 0)
     if out_of_range:
         unmark(bitmap, out[at:end])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import signal
 from collections.abc import Callable
 from typing import Final, final
@@ -10,6 +12,7 @@ from typing import Final, final
 import attrs
 import trio
 
+from ._buffers import ReceiveBuffers, receive_into
 from ._errors import ListenError
 from ._framing import LineFramer, Outcome
 from ._report import Totals, report_periodically
@@ -17,18 +20,22 @@ from ._writer import Batch, LogWriter
 
 logger = logging.getLogger("numlog_trio")
 
-RECEIVE_SIZE: Final = 1 << 17
-"""Bytes asked of the socket per receive.
+RECEIVE_SIZE: Final = 1 << 19
+"""Bytes of each receive buffer: large receives cost less CPU a number.
 
-Larger receives cost less CPU a number (1 MiB: about 20 % more throughput), but each served
-client can hold one while it waits for the writer, and at 128 KiB the server's peak memory
-stays within 150 MiB, 119 MiB of it the bitmap (benchmarks/RESULTS.md).
+The buffers are all the memory for data in flight (``max_clients`` + :data:`WRITER_BUFFERS`
+of them), so this also sets the server's peak memory: 4 MiB of buffers by default, beside the
+bitmap's 119 MiB (benchmarks/RESULTS.md).
 """
 
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
-BATCH_QUEUE: Final = 2
-"""Batches waiting for the writer before handlers block (and TCP pushes back on clients)."""
+WRITER_BUFFERS: Final = 3
+"""Receive buffers beyond one per served client: the writer's, for the batches it holds.
+
+When the writer holds them all, handlers wait for one before they read on, and TCP pushes
+back on their clients.
+"""
 
 
 def _positive(config: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -70,55 +77,51 @@ class ServerConfig:
 
 @final
 @attrs.define(eq=False)
-class _IdleTimeout(trio.abc.ReceiveStream):
-    """A received stream that ends when its peer sends nothing for a while."""
-
-    _stream: trio.abc.ReceiveStream
-    _seconds: float
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        with trio.move_on_after(self._seconds):
-            return await self._stream.receive_some(max_bytes)
-        logger.debug("closing a connection idle for %g seconds", self._seconds)
-        return b""  # as at the end of the stream, the unfinished line is lost
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-@final
-@attrs.define(eq=False)
 class _ClientHandler:
     """Reads one client at a time per limiter token and hands its numbers to the writer."""
 
     _limiter: trio.CapacityLimiter
     _batches: trio.MemorySendChannel[Batch]
+    _buffers: ReceiveBuffers
     _serving: trio.CancelScope
-    _idle_timeout: float | None = None
+    _idle_timeout: float = math.inf
 
     async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
         async with self._limiter:
-            # Timed only from here, once served: clients waiting for a slot are not.
-            if self._idle_timeout is not None:
-                stream = _IdleTimeout(stream, self._idle_timeout)
             await self._read_lines(stream)
         # Returning closes the connection at once, without a reply (serve_listeners does it).
 
     async def _read_lines(self, stream: trio.abc.ReceiveStream) -> None:
         framer = LineFramer()
         while True:
+            buffer = await self._buffers.take()
+            handed_over = False
             try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except trio.BrokenResourceError:
-                return  # reset by the peer: like end of stream, the unfinished line is lost
-            if not data:
-                return
-            framed = framer.feed(data)
-            if framed.lines:
-                try:
-                    await self._batches.send(Batch(framed.lines))
-                except trio.BrokenResourceError:
-                    return  # the writer has failed; the server is stopping with its error
+                # The unfinished line goes first, so that it is completed in place.
+                carried = framer.take_partial()
+                buffer[: len(carried)] = carried
+                # Timed only from here, once served: clients waiting for a slot are not.
+                with trio.move_on_after(self._idle_timeout) as idle:
+                    try:
+                        received = await receive_into(stream, memoryview(buffer)[len(carried) :])
+                    except trio.BrokenResourceError:
+                        return  # reset by the peer: like end of stream, the line is lost
+                if idle.cancelled_caught:
+                    logger.debug("closing a connection idle for %g seconds", self._idle_timeout)
+                    return  # as at the end of the stream, the unfinished line is lost
+                if not received:
+                    return
+                framed = framer.feed(memoryview(buffer)[: len(carried) + received])
+                if framed.lines:
+                    release = functools.partial(self._buffers.give_back, buffer)
+                    try:
+                        await self._batches.send(Batch(framed.lines, release))
+                    except trio.BrokenResourceError:
+                        return  # the writer has failed; the server is stopping with its error
+                    handed_over = True  # the writer gives the buffer back once it is done
+            finally:
+                if not handed_over:
+                    self._buffers.give_back(buffer)
             if framed.outcome is Outcome.TERMINATE:
                 logger.info("a client sent terminate: shutting down")
                 self._serving.cancel()
@@ -170,7 +173,9 @@ async def serve(
         ListenError: The address could not be bound.
         LogWriteError: The log could not be written.
     """
-    send_batches, receive_batches = trio.open_memory_channel[Batch](BATCH_QUEUE)
+    buffers = ReceiveBuffers(RECEIVE_SIZE, config.max_clients + WRITER_BUFFERS)
+    # Room for a batch per buffer: sending never blocks, the pool is what holds handlers back.
+    send_batches, receive_batches = trio.open_memory_channel[Batch](buffers.count)
     async with trio.open_nursery() as root:
         root.start_soon(writer.run, receive_batches)
         async with send_batches, trio.open_nursery() as serving:
@@ -191,8 +196,9 @@ async def serve(
             handler = _ClientHandler(
                 trio.CapacityLimiter(config.max_clients),
                 send_batches,
+                buffers,
                 serving.cancel_scope,
-                config.idle_timeout,
+                math.inf if config.idle_timeout is None else config.idle_timeout,
             )
             await serving.start(trio.serve_listeners, handler, listeners)
             serving.start_soon(

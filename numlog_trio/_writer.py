@@ -5,10 +5,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import itertools
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
 import attrs
@@ -16,14 +15,15 @@ import trio
 
 from ._dedup import BITMAP_BYTES, SeenNumbers
 from ._errors import LogOpenError, LogWriteError, MemoryOutError
-from ._framing import RECORD_SIZE, Lines
+from ._framing import RECORD_SIZE
 from ._report import Totals
 
 SYNC_EVERY: Final = 32 << 20
 """Bytes written to the log between background syncs."""
 
-GROUP_BYTES: Final = 1 << 20
-"""Bytes of batches the writer takes in one hand-off to its thread, if that many are waiting."""
+
+def _keep() -> None:
+    """Release nothing: the lines are not in a pooled buffer."""
 
 
 @final
@@ -32,15 +32,14 @@ class Batch:
     """Valid number lines from one receive buffer, on their way to the writer.
 
     Attributes:
-        lines: Whole number lines (views of the received bytes), in arrival order.
+        lines: Whole number lines, in arrival order: writable views of the receive buffer,
+            where the writer compacts the new ones in place.
+        release: Called once the writer is done with the lines (written or forgotten), in
+            the Trio thread: gives the receive buffer back to its pool.
     """
 
-    lines: tuple[Lines, ...]
-
-    @property
-    def size(self) -> int:
-        """Bytes of lines in the batch."""
-        return sum(len(part) for part in self.lines)
+    lines: tuple[memoryview, ...]
+    release: Callable[[], None] = _keep
 
 
 @final
@@ -49,12 +48,25 @@ class Selection:
     """The first sightings of some batches, marked as seen but not yet written.
 
     Attributes:
-        lines: Their lines, in arrival order (a view of one of the writer's buffers).
+        lines: Their lines, in arrival order: the front of each batch's lines, where the
+            kernel compacted them.
         duplicates: How many lines of the batches were numbers seen before.
+        batches: The batches, to release once the lines are written or forgotten.
     """
 
-    lines: memoryview
+    lines: tuple[memoryview, ...]
     duplicates: int
+    batches: Sequence[Batch]
+
+    @property
+    def size(self) -> int:
+        """Bytes of new lines."""
+        return sum(len(part) for part in self.lines)
+
+    def release(self) -> None:
+        """Give the batches' buffers back: their lines are no longer needed."""
+        for batch in self.batches:
+            batch.release()
 
 
 @final
@@ -79,9 +91,6 @@ class LogWriter:
     # unique count of one batch with the duplicate count of another.
     _totals: Totals = attrs.field(factory=Totals, init=False)
     _unsynced_bytes: int = attrs.field(default=0, init=False)
-    # Two buffers for first sightings, used in turn: batches are selected into one while
-    # the other's selection is written.
-    _buffers: list[bytearray] = attrs.field(factory=lambda: [bytearray(), bytearray()], init=False)
     # Selections marked in the bitmap but not yet written, oldest first: if their write never
     # happens, their marks are taken back.
     _unwritten: collections.deque[Selection] = attrs.field(factory=collections.deque, init=False)
@@ -165,39 +174,36 @@ class LogWriter:
             LogWriteError: Writing the log failed. Whatever part of the failed write reached
                 the file is cut off again, so the log holds exactly the numbers counted.
         """
+        selection = self.select(batches)
         try:
-            self.append(self.select(batches, 0))
+            self.append(selection)
         except LogWriteError:
             self.forget_unwritten()
             raise
+        selection.release()
 
-    def select(self, batches: Sequence[Batch], buffer: int) -> Selection:
+    def select(self, batches: Sequence[Batch]) -> Selection:
         """Mark the batches' new numbers as seen and gather their lines for :meth:`append`.
 
-        The kernel tests and sets each number's bit and copies the lines of first sightings
-        into one of the writer's two buffers, in one pass. Until :meth:`append` has written
-        them, the selection counts as unwritten (see :meth:`forget_unwritten`).
-
-        Args:
-            batches: Batches in arrival order.
-            buffer: Which buffer (0 or 1) receives the lines; the selection made in it before
-                must be written by now.
+        The kernel tests and sets each number's bit and compacts the lines of first
+        sightings at the front of the batch's lines, in one pass. Until :meth:`append` has
+        written them, the selection counts as unwritten (see :meth:`forget_unwritten`).
         """
-        size = sum(batch.size for batch in batches)
-        if len(self._buffers[buffer]) < size:
-            self._buffers[buffer] = bytearray(size)
-        out = self._buffers[buffer]
-        end = duplicates = 0
+        new_lines: list[memoryview] = []
+        duplicates = 0
         for batch in batches:
             for lines in batch.lines:
-                end, seen_before = self._seen.select_new(lines, out, end)
+                end, seen_before = self._seen.select_new(lines, lines, 0)
+                new_lines.append(lines[:end])
                 duplicates += seen_before
-        selection = Selection(memoryview(out)[:end], duplicates)
+        selection = Selection(tuple(new_lines), duplicates, batches)
         self._unwritten.append(selection)
         return selection
 
     def append(self, selection: Selection) -> None:
         """Write the oldest unwritten selection to the log, then count its numbers.
+
+        The caller releases the selection's batches afterwards.
 
         Raises:
             LogWriteError: Writing the log failed; whatever part of the write reached the
@@ -206,28 +212,35 @@ class LogWriter:
         assert self._unwritten[0] is selection, "selections are written in the order made"
         self._write(selection.lines)
         self._unwritten.popleft()
-        self._unsynced_bytes += len(selection.lines)
+        self._unsynced_bytes += selection.size
         self._totals = Totals(
-            self._totals.unique + len(selection.lines) // RECORD_SIZE,
+            self._totals.unique + selection.size // RECORD_SIZE,
             self._totals.duplicates + selection.duplicates,
         )
 
     def forget_unwritten(self) -> None:
         """Take back the marks of every selection not written, so the bitmap matches the log.
 
-        Call it only while no :meth:`select` runs.
+        Their batches are released. Call it only while no :meth:`select` runs, from the
+        thread that owns the batches' pool.
         """
         while self._unwritten:
             selection = self._unwritten.pop()
-            self._seen.unmark(selection.lines)
-            selection.lines.release()
+            for lines in selection.lines:
+                self._seen.unmark(lines)
+            selection.release()
 
-    def _write(self, data: memoryview) -> None:
+    def _write(self, parts: Sequence[memoryview]) -> None:
         size_before: int | None = None
         try:
             size_before = os.fstat(self._fd).st_size
-            while data:
-                data = data[os.write(self._fd, data) :]
+            pending = [part for part in parts if part]
+            while pending:
+                written = os.writev(self._fd, pending)
+                while pending and written >= len(pending[0]):
+                    written -= len(pending.pop(0))
+                if written:
+                    pending[0] = pending[0][written:]
         except OSError as error:
             if size_before is not None:
                 # Best effort: the write error is what we report.
@@ -265,17 +278,15 @@ class LogWriter:
             LogWriteError: Writing or syncing the log failed. Selections not written are
                 taken back first (see :meth:`forget_unwritten`).
         """
-        # Unbuffered: a selection is handed over only once the one before is written, so
-        # the buffer the next one is selected into is free again.
+        # Unbuffered: the next group is selected while one is written, not more.
         send_selections, receive_selections = trio.open_memory_channel[Selection](0)
         try:
             async with trio.open_nursery() as stages:
                 stages.start_soon(self._append_all, receive_selections)
                 async with send_selections, batches:
-                    buffers = itertools.cycle(range(len(self._buffers)))
                     async for batch in batches:
-                        group = [batch, *_waiting(batches, GROUP_BYTES - batch.size)]
-                        selection = await trio.to_thread.run_sync(self.select, group, next(buffers))
+                        group = [batch, *_waiting(batches)]
+                        selection = await trio.to_thread.run_sync(self.select, group)
                         try:
                             await send_selections.send(selection)
                         except trio.BrokenResourceError:
@@ -289,6 +300,7 @@ class LogWriter:
             syncing = trio.Lock()
             async for selection in selections:
                 await trio.to_thread.run_sync(self.append, selection)
+                selection.release()  # here, not in the thread: the pool is Trio's
                 if self._unsynced_bytes >= SYNC_EVERY and not syncing.locked():
                     self._unsynced_bytes = 0
                     background.start_soon(self._sync_in_background, syncing)
@@ -298,17 +310,11 @@ class LogWriter:
             await trio.to_thread.run_sync(self.sync)
 
 
-def _waiting(batches: trio.MemoryReceiveChannel[Batch], room: int) -> list[Batch]:
-    """Take batches already in the channel, without waiting, until ``room`` bytes are taken.
-
-    Batches of handlers blocked on sending count as in the channel.
-    """
+def _waiting(batches: trio.MemoryReceiveChannel[Batch]) -> list[Batch]:
+    """Take the batches already in the channel, without waiting for more."""
     waiting: list[Batch] = []
-    while room > 0:
+    while True:
         try:
-            batch = batches.receive_nowait()
+            waiting.append(batches.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
-            break
-        waiting.append(batch)
-        room -= batch.size
-    return waiting
+            return waiting

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numlog_trio import Outcome
+from numlog_trio._buffers import ReceiveBuffers
 from numlog_trio._server import _ClientHandler
 from numlog_trio._writer import Batch
 
@@ -61,16 +62,16 @@ async def test_the_handler_matches_the_reference_for_any_stream_cut_anywhere(
     connection = ScriptedStream(buffers, reset_at_end)
     send_batches, receive_batches = trio.open_memory_channel[Batch](math.inf)
     serving = trio.CancelScope()  # what terminate cancels: the server's serving scope
+    pool = ReceiveBuffers(size=1 << 16, count=len(buffers) + 1)  # one per batch, never short
 
     with trio.fail_after(5):
-        await _ClientHandler(trio.CapacityLimiter(1), send_batches, serving)(connection)
+        await _ClientHandler(trio.CapacityLimiter(1), send_batches, pool, serving)(connection)
     send_batches.close()
-    handed_over = [
-        number
-        async for batch in receive_batches
-        for lines in batch.lines
-        for number in numbers_in(lines)
-    ]
+    handed_over = []
+    async for batch in receive_batches:
+        handed_over += [number for lines in batch.lines for number in numbers_in(lines)]
+        batch.release()
+    assert pool.in_use == 0, "the handler kept a receive buffer"
 
     expected_numbers, expected_outcome, decided_at = reference(stream)
     assert handed_over == expected_numbers
@@ -93,5 +94,7 @@ async def test_a_handler_stops_quietly_when_the_writer_has_failed() -> None:
     receive_batches.close()
     connection = ScriptedStream([b"000000001\n", b"000000002\n"], reset_at_end=False)
     with trio.fail_after(5):
-        await _ClientHandler(trio.CapacityLimiter(1), send_batches, trio.CancelScope())(connection)
+        await _ClientHandler(
+            trio.CapacityLimiter(1), send_batches, ReceiveBuffers(1 << 16, 2), trio.CancelScope()
+        )(connection)
     assert connection.received == 1

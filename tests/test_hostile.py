@@ -45,15 +45,22 @@ class RecordingFramer:
     """Stands in for one connection's LineFramer and records what it was fed and held."""
 
     fed: list[int] = attrs.Factory(list)
-    """Size of each receive buffer, in order."""
+    """Bytes received for each buffer fed, in order (without the unfinished line put first)."""
     held: list[int] = attrs.Factory(list)
     """Bytes of an unfinished line held after each buffer."""
     outcome: Outcome = Outcome.MORE
     _framer: LineFramer = attrs.Factory(LineFramer)
+    _taken: int = 0
 
-    def feed(self, data: bytes | bytearray) -> Framed:
+    def take_partial(self) -> bytes:
+        partial = self._framer.take_partial()
+        self._taken = len(partial)
+        return partial
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Framed:
         framed = self._framer.feed(data)
-        self.fed.append(len(data))
+        self.fed.append(len(data) - self._taken)
+        self._taken = 0
         self.held.append(self._framer.pending)
         self.outcome = framed.outcome
         return framed

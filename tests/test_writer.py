@@ -21,6 +21,11 @@ def records(*numbers: int) -> bytes:
     return b"".join(b"%09d\n" % number for number in numbers)
 
 
+def batch(*parts: bytes) -> Batch:
+    """A batch of these lines, in writable buffers as the server's are."""
+    return Batch(tuple(memoryview(bytearray(part)) for part in parts))
+
+
 async def run_on(writer: LogWriter, *batches: Batch) -> None:
     """Run the writer on these batches, sent at once through a channel then closed."""
     send, receive = trio.open_memory_channel[Batch](len(batches))
@@ -33,9 +38,9 @@ async def run_on(writer: LogWriter, *batches: Batch) -> None:
 def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept(Batch((records(42, 7, 42), records(7, 0, 999_999_999))))
+        writer.accept(batch(records(42, 7, 42), records(7, 0, 999_999_999)))
         assert writer.totals == Totals(unique=4, duplicates=2)
-        writer.accept(Batch((records(0),)))
+        writer.accept(batch(records(0)))
         writer.sync()
         assert log.read_bytes() == b"000000042\n000000007\n000000000\n999999999\n"
     assert writer.totals == Totals(unique=4, duplicates=3)
@@ -44,7 +49,7 @@ def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) 
 def test_each_batch_reaches_the_file_when_accepted(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept(Batch((records(1, 2),)))
+        writer.accept(batch(records(1, 2)))
         assert log.read_bytes() == b"000000001\n000000002\n"
 
 
@@ -54,7 +59,7 @@ def test_opening_keeps_an_old_log_until_it_is_cleared(tmp_path: Path) -> None:
     with LogWriter.open(log) as writer:
         assert log.read_bytes() == b"000000009\n"
         writer.clear()
-        writer.accept(Batch((records(1),)))
+        writer.accept(batch(records(1)))
     assert log.read_bytes() == b"000000001\n"
 
 
@@ -73,7 +78,7 @@ def test_a_fifo_without_a_reader_fails_at_once_instead_of_blocking(tmp_path: Pat
 def test_a_device_can_be_the_log() -> None:
     with LogWriter.open("/dev/null") as writer:
         writer.clear()
-        writer.accept(Batch((records(1, 1),)))
+        writer.accept(batch(records(1, 1)))
         writer.sync()
     assert writer.totals == Totals(unique=1, duplicates=1)
 
@@ -82,28 +87,28 @@ def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "numbers.log"
-    real_write = os.write
+    real_writev = os.writev
     disk_full = True
 
-    def write_then_fill_up(fd: int, data: memoryview) -> int:
+    def write_then_fill_up(fd: int, parts: Sequence[memoryview]) -> int:
         """On the log: write two and a half lines, then fail as a full disk does."""
         if disk_full and os.fstat(fd).st_ino == log.stat().st_ino:
             if os.fstat(fd).st_size == 10:  # after the first line
-                return real_write(fd, data[:25])
+                return os.write(fd, b"".join(parts)[:25])
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        return real_writev(fd, parts)
 
-    monkeypatch.setattr(os, "write", write_then_fill_up)
+    monkeypatch.setattr(os, "writev", write_then_fill_up)
     with LogWriter.open(log) as writer:
         disk_full = False
-        writer.accept(Batch((records(1),)))
+        writer.accept(batch(records(1)))
         disk_full = True
         with pytest.raises(LogWriteError, match=r"cannot write .*numbers.log: No space left"):
-            writer.accept(Batch((records(2, 3, 4),)))
+            writer.accept(batch(records(2, 3, 4)))
         assert log.read_bytes() == b"000000001\n"
         assert writer.totals == Totals(unique=1, duplicates=0)
         disk_full = False
-        writer.accept(Batch((records(2, 3, 4),)))
+        writer.accept(batch(records(2, 3, 4)))
     assert writer.totals == Totals(unique=4, duplicates=0)
     assert log.read_bytes() == records(1, 2, 3, 4)
 
@@ -111,7 +116,7 @@ def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
 def test_a_full_device_raises_a_clear_error() -> None:
     with LogWriter.open("/dev/full") as writer:
         with pytest.raises(LogWriteError, match=r"cannot write /dev/full: No space left"):
-            writer.accept(Batch((records(*range(10_000)),)))
+            writer.accept(batch(records(*range(10_000))))
         assert writer.totals == Totals()
 
 
@@ -122,7 +127,7 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
     monkeypatch.setattr(os, "fsync", synced.append)
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(Batch((records(number, number),)) for number in range(5)))
+        await run_on(writer, *(batch(records(number, number)) for number in range(5)))
         assert len(synced) == 1
         assert os.fstat(synced[0]).st_ino == log.stat().st_ino
     assert writer.totals == Totals(unique=5, duplicates=5)
@@ -160,10 +165,10 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     synced_sizes: list[int] = []
     monkeypatch.setattr(os, "fsync", lambda fd: synced_sizes.append(os.fstat(fd).st_size))
     monkeypatch.setattr(_writer, "SYNC_EVERY", 20)  # bytes: two lines
-    monkeypatch.setattr(_writer, "GROUP_BYTES", 0)  # one batch per hand-off
+    monkeypatch.setattr(_writer, "_waiting", lambda batches: [])  # one batch per hand-off
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(Batch((records(n, n + 1),)) for n in range(0, 12, 2)))
+        await run_on(writer, *(batch(records(n, n + 1)) for n in range(0, 12, 2)))
     assert log.read_bytes() == records(*range(12))
     # A background sync after some batches, and the final one after all of them.
     assert len(synced_sizes) >= 2
@@ -176,15 +181,15 @@ async def test_run_hands_waiting_batches_to_its_thread_together_and_writes_them_
 ) -> None:
     log = tmp_path / "numbers.log"
     writes: list[int] = []
-    real_write = os.write
+    real_writev = os.writev
 
-    def counted_write(fd: int, data: memoryview) -> int:
-        writes.append(len(data))
-        return real_write(fd, data)
+    def counted_writev(fd: int, parts: Sequence[memoryview]) -> int:
+        writes.append(sum(len(part) for part in parts))
+        return real_writev(fd, parts)
 
-    monkeypatch.setattr(os, "write", counted_write)
+    monkeypatch.setattr(os, "writev", counted_writev)
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(Batch((records(number, number),)) for number in range(5)))
+        await run_on(writer, *(batch(records(number, number)) for number in range(5)))
     assert writes == [50]  # 5 new lines out of 10, all five batches in one write
     assert log.read_bytes() == records(*range(5))
 
@@ -194,29 +199,29 @@ async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
 ) -> None:
     # The writer selects the next group while it writes the one before; when that write
     # fails, the next group is already marked in the bitmap, and must be unmarked too.
-    monkeypatch.setattr(_writer, "GROUP_BYTES", 0)  # one batch per hand-off
+    monkeypatch.setattr(_writer, "_waiting", lambda batches: [])  # one batch per hand-off
     second_selected = threading.Event()
     real_select = LogWriter.select
 
-    def select(self: LogWriter, batches: Sequence[Batch], buffer: int) -> _writer.Selection:
-        selection = real_select(self, batches, buffer)
+    def select(self: LogWriter, batches: Sequence[Batch]) -> _writer.Selection:
+        selection = real_select(self, batches)
         if b"000000003" in bytes(batches[0].lines[0]):
             second_selected.set()
         return selection
 
-    def fail_once_the_second_is_selected(fd: int, data: memoryview) -> int:
+    def fail_once_the_second_is_selected(fd: int, parts: Sequence[memoryview]) -> int:
         assert second_selected.wait(5)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(LogWriter, "select", select)
-    monkeypatch.setattr(os, "write", fail_once_the_second_is_selected)
+    monkeypatch.setattr(os, "writev", fail_once_the_second_is_selected)
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
         with pytest.RaisesGroup(LogWriteError, flatten_subgroups=True):
-            await run_on(writer, Batch((records(1, 2),)), Batch((records(3, 4),)))
+            await run_on(writer, batch(records(1, 2)), batch(records(3, 4)))
         assert second_selected.is_set()
         assert writer.totals == Totals()
         monkeypatch.undo()
-        writer.accept(Batch((records(1, 2, 3, 4),)))  # all four are new again
+        writer.accept(batch(records(1, 2, 3, 4)))  # all four are new again
         assert writer.totals == Totals(unique=4, duplicates=0)
     assert log.read_bytes() == records(1, 2, 3, 4)
