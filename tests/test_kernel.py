@@ -339,6 +339,30 @@ def test_select_new_matches_a_set_over_several_buffers(
 
 
 @settings(deadline=None)
+@given(batches, st.integers(0, 25))
+def test_select_new_in_place_compacts_the_first_sightings_at_the_front(
+    bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], lead: int
+) -> None:
+    # The writer passes a batch's lines as their own out: first sightings move to the front
+    # of the lines, in order, while the lines after them are still being read. ``lead``
+    # bytes before the lines make the view start inside the buffer, as the server's do.
+    everything = [number for numbers in numbers_by_buffer for number in numbers]
+    seen: set[int] = set()
+    try:
+        for numbers in numbers_by_buffer:
+            buffer = bytearray([FILL]) * lead + bytearray(lines_of(numbers)) + bytes([FILL])
+            lines = memoryview(buffer)[lead : lead + RECORD * len(numbers)]
+            end, duplicates = _kernel.select_new(bitmap, lines, lines, 0)
+            new = first_sightings(seen, numbers)
+            assert (end, duplicates) == (RECORD * len(new), len(numbers) - len(new))
+            assert bytes(lines[:end]) == lines_of(new)
+            assert buffer[:lead] + buffer[-1:] == bytes([FILL]) * (lead + 1)
+            assert bits_of(bitmap, everything) == expected_bits(seen, everything)
+    finally:
+        clear(bitmap, everything)
+
+
+@settings(deadline=None)
 @given(st.lists(some_numbers, max_size=30), batches, st.integers(0, 25))
 def test_unmark_restores_the_bitmap_exactly(
     bitmap: mmap.mmap, before: list[int], numbers_by_buffer: list[list[int]], at: int
