@@ -24,13 +24,14 @@ RECEIVE_SIZE: Final = 1 << 19
 """Bytes of each receive buffer: large receives cost less CPU a number.
 
 The buffers are all the memory for data in flight (``max_clients`` + :data:`WRITER_BUFFERS`
-of them), so this also sets the server's peak memory: 4 MiB of buffers by default, beside the
-bitmap's 119 MiB (benchmarks/RESULTS.md).
+of them), so this also sets the server's peak memory: 3.5 MiB of buffers by default, beside
+the bitmap's 119 MiB. 1 MiB was about 15 % faster but over 150 MiB at peak; 256 KiB about
+7 % slower (benchmarks/RESULTS.md).
 """
 
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
-WRITER_BUFFERS: Final = 3
+WRITER_BUFFERS: Final = 2
 """Receive buffers beyond one per served client: the writer's, for the batches it holds.
 
 When the writer holds them all, handlers wait for one before they read on, and TCP pushes
