@@ -20,7 +20,6 @@ if sys.byteorder != "little":  # the kernel reads lines as little-endian 64-bit 
     raise ImportError("numlog-trio's kernel runs on little-endian machines only")
 
 RECORD_SIZE: Final = _kernel.RECORD_SIZE
-TERMINATE: Final = b"terminate\n"
 
 
 class Outcome(enum.Enum):
@@ -57,11 +56,6 @@ class Framed:
 
     lines: tuple[memoryview, ...]
     outcome: Outcome
-
-    @property
-    def count(self) -> int:
-        """How many number lines there are."""
-        return sum(len(part) for part in self.lines) // RECORD_SIZE
 
 
 @final
