@@ -15,7 +15,7 @@ from typing import NoReturn
 import trio
 
 from ._errors import ServiceError
-from ._server import ServerConfig, logger, serve
+from ._server import RECEIVE_SIZE, ServerConfig, logger, serve
 from ._writer import LogWriter
 
 _DEFAULTS = ServerConfig()
@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients",
         type=_positive_int,
         default=_DEFAULTS.max_clients,
-        help="clients read at a time; more connections wait unread until a slot frees",
+        help=(
+            f"clients read at a time, each into a {RECEIVE_SIZE >> 10} KiB buffer of its own; "
+            "more connections wait unread until a slot frees"
+        ),
     )
     parser.add_argument(
         "--report-interval",
