@@ -9,15 +9,11 @@ buffers and says what it means.
 from __future__ import annotations
 
 import enum
-import sys
 from typing import Final, final
 
 import attrs
 
 from . import _kernel
-
-if sys.byteorder != "little":  # the kernel reads lines as little-endian 64-bit words
-    raise ImportError("numlog-trio's kernel runs on little-endian machines only")
 
 RECORD_SIZE: Final = _kernel.RECORD_SIZE
 

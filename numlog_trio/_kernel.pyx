@@ -6,8 +6,8 @@ Everything else (tasks, state, errors, invariants) is Python; see ``_framing.py`
 ``_dedup.py``, which are the only callers. Every valid line, ``terminate\\n`` included, is
 exactly :data:`RECORD_SIZE` bytes, so a buffer is read as a table of 10-byte rows: each row
 is checked with two loads (8 + 2 bytes) and parsed within a 64-bit word (SWAR), with no
-per-byte loop. Words are read little-endian (x86-64, AArch64); ``_framing.py`` refuses to
-import on a big-endian machine.
+per-byte loop. Words are read little-endian (x86-64, AArch64): on a big-endian machine the
+build stops with an error saying so.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -16,6 +16,9 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from *:
     """
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    #error "numlog-trio's kernel reads lines as little-endian 64-bit words"
+    #endif
     #if defined(__GNUC__) || defined(__clang__)
     #define NUMLOG_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 2)
     #else
@@ -216,6 +219,10 @@ def select_new(
         return at, 0
     bits = &bitmap[0]
     source = &lines[0]
+    target = &out[0] + at
+    if target != source and source < target + size and target < source + size:
+        # A line copied ahead of where it was read would overwrite lines not yet read.
+        raise ValueError("out overlaps lines without starting where they start")
     target = &out[0]
     with nogil:
         primed = count if count < _AHEAD else _AHEAD
