@@ -29,6 +29,9 @@ class ReceiveBuffers:
     size: int
     count: int
     _created: int = attrs.field(default=0, init=False)
+    # Buffers taken and not given back, by identity: a buffer given back twice would be
+    # handed to two clients at once.
+    _lent: set[int] = attrs.field(factory=set, init=False)
     _given_back: trio.MemorySendChannel[bytearray] = attrs.field(init=False)
     _free: trio.MemoryReceiveChannel[bytearray] = attrs.field(init=False)
 
@@ -38,7 +41,7 @@ class ReceiveBuffers:
     @property
     def in_use(self) -> int:
         """How many buffers are taken and not given back."""
-        return self._created - self._free.statistics().current_buffer_used
+        return len(self._lent)
 
     async def take(self) -> bytearray:
         """Return a free buffer, waiting for one to be given back if all are in use."""
@@ -49,14 +52,25 @@ class ReceiveBuffers:
             buffer = self._free.receive_nowait()
         except trio.WouldBlock:
             if self._created == self.count:
-                return await self._free.receive()
+                buffer = await self._free.receive()
+                self._lent.add(id(buffer))
+                return buffer
             self._created += 1
             buffer = bytearray(self.size)
+        self._lent.add(id(buffer))
         await trio.lowlevel.cancel_shielded_checkpoint()
         return buffer
 
     def give_back(self, buffer: bytearray) -> None:
-        """Return a buffer taken from this pool; its contents are no longer needed."""
+        """Return a buffer taken from this pool; its contents are no longer needed.
+
+        Raises:
+            ValueError: The buffer is not one this pool lent out (or was given back already).
+        """
+        try:
+            self._lent.remove(id(buffer))
+        except KeyError:
+            raise ValueError("this buffer is not lent out by this pool") from None
         self._given_back.send_nowait(buffer)
 
 

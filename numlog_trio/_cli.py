@@ -147,9 +147,10 @@ def print_report(line: str) -> None:
 
 def _share_one_malloc_arena() -> None:
     # glibc gives each thread that allocates its own arena, and each arena keeps memory its
-    # thread freed. The handlers' and the writer's worker threads allocate and free a batch's
-    # arrays in turn, so one shared arena measured 10 % less CPU and 25 MiB less peak RSS
-    # under the benchmark. Without glibc (or on another system) nothing changes.
+    # thread freed. With the NumPy pipeline, whose worker threads allocated and freed each
+    # batch's arrays, one shared arena measured 10 % less CPU and 25 MiB less peak RSS.
+    # The compiled core allocates little per batch; this was not measured again since
+    # (benchmarks/RESULTS.md). Without glibc (or on another system) nothing changes.
     m_arena_max = -8
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(m_arena_max, 1)

@@ -21,6 +21,9 @@ from ._report import Totals
 SYNC_EVERY: Final = 32 << 20
 """Bytes written to the log between background syncs."""
 
+_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+"""Buffers one writev takes at most (1024 on Linux)."""
+
 
 def _keep() -> None:
     """Release nothing: the lines are not in a pooled buffer."""
@@ -191,11 +194,16 @@ class LogWriter:
         """
         new_lines: list[memoryview] = []
         duplicates = 0
-        for batch in batches:
-            for lines in batch.lines:
-                end, seen_before = self._seen.select_new(lines, lines, 0)
-                new_lines.append(lines[:end])
-                duplicates += seen_before
+        try:
+            for batch in batches:
+                for lines in batch.lines:
+                    end, seen_before = self._seen.select_new(lines, lines, 0)
+                    new_lines.append(lines[:end])
+                    duplicates += seen_before
+        except BaseException:
+            for marked in new_lines:  # the bitmap as it was (the kernel undid the failed part)
+                self._seen.unmark(marked)
+            raise
         selection = Selection(tuple(new_lines), duplicates, batches)
         self._unwritten.append(selection)
         return selection
@@ -236,7 +244,7 @@ class LogWriter:
             size_before = os.fstat(self._fd).st_size
             pending = [part for part in parts if part]
             while pending:
-                written = os.writev(self._fd, pending)
+                written = os.writev(self._fd, pending[:_IOV_MAX])
                 while pending and written >= len(pending[0]):
                     written -= len(pending.pop(0))
                 if written:
