@@ -57,6 +57,17 @@ async def test_a_cancelled_take_loses_no_buffer() -> None:
     assert await pool.take() is held
 
 
+async def test_a_buffer_given_back_twice_or_not_lent_is_refused() -> None:
+    pool = ReceiveBuffers(size=16, count=2)
+    buffer = await pool.take()
+    pool.give_back(buffer)
+    with pytest.raises(ValueError, match="not lent out"):
+        pool.give_back(buffer)
+    with pytest.raises(ValueError, match="not lent out"):
+        pool.give_back(bytearray(16))
+    assert pool.in_use == 0
+
+
 async def test_receive_into_copies_from_a_stream_that_is_not_a_socket() -> None:
     send, receive = trio.testing.memory_stream_pair()
     await send.send_all(b"0123456789")

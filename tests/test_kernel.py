@@ -513,3 +513,15 @@ def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
         assert marked_before == expected_bits({old}, everything)
     finally:
         clear(clean_bitmap, everything)
+
+
+@pytest.mark.parametrize("shift", [1, 9, 10, 25])
+def test_an_out_that_starts_inside_the_lines_is_refused(
+    clean_bitmap: mmap.mmap, shift: int
+) -> None:
+    # Copying a line ahead of where it is read would overwrite lines not read yet; only the
+    # lines themselves (compaction in place) or a separate buffer may be the out.
+    buffer = bytearray(lines_of([1, 2, 3])) + bytearray(shift)
+    lines = memoryview(buffer)[:30]
+    with pytest.raises(ValueError, match="overlaps"):
+        _kernel.select_new(clean_bitmap, lines, buffer, shift)

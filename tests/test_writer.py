@@ -225,3 +225,50 @@ async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
         writer.accept(batch(records(1, 2, 3, 4)))  # all four are new again
         assert writer.totals == Totals(unique=4, duplicates=0)
     assert log.read_bytes() == records(1, 2, 3, 4)
+
+
+async def test_run_writes_a_group_of_more_parts_than_one_writev_takes(tmp_path: Path) -> None:
+    # Every batch is a part of the group's write; Linux takes at most 1024 per writev.
+    log = tmp_path / "numbers.log"
+    with LogWriter.open(log) as writer:
+        await run_on(writer, *(batch(records(number)) for number in range(1025)))
+    assert log.read_bytes() == records(*range(1025))
+    assert writer.totals == Totals(unique=1025, duplicates=0)
+
+
+def test_a_batch_that_cannot_be_selected_leaves_the_bitmap_as_it_was(tmp_path: Path) -> None:
+    # Lines reach the writer validated; one that parses out of range is a caller's mistake,
+    # refused without marking the parts of the group before it.
+    out_of_range = b"\xff" * 9 + b"\n"
+    with LogWriter.open(tmp_path / "numbers.log") as writer:
+        with pytest.raises(ValueError, match="not nine digits"):
+            writer.accept(batch(records(1, 2)), batch(records(3) + out_of_range))
+        writer.accept(batch(records(1, 2, 3)))
+        assert writer.totals == Totals(unique=3, duplicates=0)
+
+
+@pytest.mark.parametrize("write_fails", [False, True], ids=["written", "write failed"])
+async def test_run_releases_each_batch_once_in_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_fails: bool
+) -> None:
+    # Releasing gives a receive buffer back to the server's pool, which only Trio's thread
+    # may touch; a buffer released twice would be read into by two clients.
+    trio_thread = threading.get_ident()
+    released: list[tuple[int, int]] = []
+
+    def released_batch(number: int) -> Batch:
+        lines = memoryview(bytearray(records(number)))
+        return Batch((lines,), lambda: released.append((number, threading.get_ident())))
+
+    def full_disk(fd: int, parts: Sequence[memoryview]) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if write_fails:
+        monkeypatch.setattr(os, "writev", full_disk)
+    with LogWriter.open(tmp_path / "numbers.log") as writer:
+        if write_fails:
+            with pytest.RaisesGroup(LogWriteError, flatten_subgroups=True):
+                await run_on(writer, *(released_batch(number) for number in range(3)))
+        else:
+            await run_on(writer, *(released_batch(number) for number in range(3)))
+    assert sorted(released) == [(number, trio_thread) for number in range(3)]
