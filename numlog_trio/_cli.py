@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=_DEFAULTS.max_clients,
         help=(
-            f"clients read at a time, each into a {RECEIVE_SIZE >> 10} KiB buffer of its own; "
-            "more connections wait unread until a slot frees"
+            f"clients read at a time, each holding a {RECEIVE_SIZE >> 10} KiB receive buffer "
+            "while served; more connections wait unread until a slot frees"
         ),
     )
     parser.add_argument(
