@@ -275,9 +275,10 @@ class LogWriter:
         release the interpreter lock), so the event loop goes on receiving and framing
         meanwhile: one selects the new numbers of batches while the other writes the
         selection before. Each hand-off to the first takes every batch waiting, not just one:
-        a hand-off waits for the busy event loop, and the writer is the pipeline's slowest
-        stage. Every :data:`SYNC_EVERY` bytes written, another thread syncs the log in the
-        background, so the sync at the end has little left to do and a power cut loses little.
+        the writer is the pipeline's slowest stage, and a hand-off to a thread costs about a
+        millisecond on a busy machine (benchmarks/RESULTS.md). Every :data:`SYNC_EVERY`
+        bytes written, another thread syncs the log in the background, so the sync at the
+        end has little left to do and a power cut loses little.
 
         Args:
             batches: The receiving end of the handlers' channel.
