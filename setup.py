@@ -12,7 +12,6 @@ setup(
                 # -O3 for the loops; no -march: a wheel built here must run on any x86-64.
                 extra_compile_args=["-O3"],
             )
-        ],
-        compiler_directives={"language_level": "3"},
+        ]
     )
 )

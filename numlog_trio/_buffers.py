@@ -52,13 +52,14 @@ class ReceiveBuffers:
             buffer = self._free.receive_nowait()
         except trio.WouldBlock:
             if self._created == self.count:
-                buffer = await self._free.receive()
-                self._lent.add(id(buffer))
-                return buffer
+                return self._lend(await self._free.receive())
             self._created += 1
             buffer = bytearray(self.size)
-        self._lent.add(id(buffer))
         await trio.lowlevel.cancel_shielded_checkpoint()
+        return self._lend(buffer)
+
+    def _lend(self, buffer: bytearray) -> bytearray:
+        self._lent.add(id(buffer))
         return buffer
 
     def give_back(self, buffer: bytearray) -> None:
