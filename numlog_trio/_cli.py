@@ -6,20 +6,26 @@ import argparse
 import contextlib
 import ctypes
 import logging
+import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import trio
 
-from ._errors import ServiceError
+from ._errors import ListenError, ServiceError
+from ._report import Totals
 from ._server import RECEIVE_SIZE, ServerConfig, logger, serve
 from ._writer import LogWriter
 
-_DEFAULTS = ServerConfig()
-PROG = "numlog-trio"
+_DEFAULTS: Final = ServerConfig()
+PROG: Final = "numlog-trio"
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 4000
+_SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -69,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--host",
-        default=_DEFAULTS.host,
+        default=DEFAULT_HOST,
         help="address to listen on; 0.0.0.0 for all IPv4 interfaces, :: for all IPv6 ones",
     )
     parser.add_argument(
-        "--port", type=_port, default=_DEFAULTS.port, help="TCP port; 0 picks a free port"
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free port"
     )
     parser.add_argument(
         "--log-file",
@@ -99,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--idle-timeout",
         type=_positive_seconds,
-        default=_DEFAULTS.idle_timeout,
+        default=None,
         metavar="SECONDS",
         help=(
             "disconnect a served client that sends nothing for this many seconds, without a "
@@ -156,20 +162,40 @@ def _share_one_malloc_arena() -> None:
         ctypes.CDLL(None).mallopt(m_arena_max, 1)
 
 
-def _serve(config: ServerConfig, writer: LogWriter) -> int:
+async def _listen(host: str, port: int) -> list[trio.SocketListener]:
     try:
-        trio.run(partial(serve, config, writer, emit_report=print_report))
-    except* ServiceError as group:
-        for fault in _leaves(group):
-            logger.error("%s", fault)
-        return_status = 1
-    except* KeyboardInterrupt:
-        # Ctrl-C is a clean shutdown while serving; this is one while binding the port.
-        logger.error("interrupted")
-        return_status = 130
-    else:
-        return_status = 0
-    return return_status
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as error:
+        raise ListenError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
+
+
+async def _first_signal(signals: AsyncIterator[int]) -> None:
+    signum = await anext(signals)
+    logger.info("received %s: shutting down", signal.Signals(signum).name)
+
+
+async def _serve_until_shutdown(
+    host: str, port: int, config: ServerConfig, writer: LogWriter
+) -> Totals:
+    # Ignored rather than default once the receiver closes (it restores what it found): a
+    # second signal while the log is drained and the process exits must not kill it.
+    for shutdown_signal in _SHUTDOWN_SIGNALS:
+        signal.signal(shutdown_signal, signal.SIG_IGN)
+    # Caught from before the port opens: a supervisor may signal the moment it reads that
+    # the server listens, and that must be a clean shutdown too.
+    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+        listeners = await _listen(host, port)
+        writer.clear()  # only once bound: a server that fails to start leaves the old log
+        for listener in listeners:
+            bound_host, bound_port, *_ = listener.socket.getsockname()
+            logger.info("listening on %s port %d, writing %s", bound_host, bound_port, writer.name)
+        return await serve(
+            listeners,
+            writer,
+            emit_report=print_report,
+            config=config,
+            shutdown_trigger=partial(_first_signal, signals),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,38 +208,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     _share_one_malloc_arena()
     config = ServerConfig(
-        host=args.host,
-        port=args.port,
         max_clients=args.max_clients,
         report_interval=args.report_interval,
-        idle_timeout=args.idle_timeout,
+        idle_timeout=math.inf if args.idle_timeout is None else args.idle_timeout,
     )
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
-        # fails before anything listens, and serve() empties the log once the port is bound.
+        # fails before anything listens.
         with LogWriter.open(args.log_file) as writer:
             writer.reserve_memory()
-            return _serve(config, writer)
-    except ServiceError as error:
-        logger.error("%s", error)
+            trio.run(_serve_until_shutdown, args.host, args.port, config, writer)
+    except ServiceError as fault:
+        logger.error("%s", fault)
         return 1
-
-
-def _leaves(group: BaseExceptionGroup[ServiceError]) -> list[ServiceError]:
-    leaves: list[ServiceError] = []
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            leaves.extend(_leaves(error))
-        else:
-            leaves.append(error)
-    return leaves
+    return 0
 
 
 def run() -> NoReturn:
     """Entry point of the ``numlog-trio`` console script."""
     try:
         status = main()
-    except KeyboardInterrupt:  # Ctrl-C before the event loop runs (main handles it after)
+    except KeyboardInterrupt:  # Ctrl-C before the server catches signals (it then shuts down)
         print(f"{PROG}: interrupted", file=sys.stderr)
         status = 130
     # The log is synced and closed by now, and reports are flushed line by line. Leaving

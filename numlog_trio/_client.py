@@ -11,10 +11,9 @@ from typing import NoReturn
 
 import trio
 
-from ._server import ServerConfig
+from ._cli import DEFAULT_HOST, DEFAULT_PORT
 
 PROG = "numlog-trio-client"
-_SERVER_DEFAULTS = ServerConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default=_SERVER_DEFAULTS.host, help="server address")
-    parser.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port, help="server port")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="server address")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
     return parser
 
 

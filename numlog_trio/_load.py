@@ -34,16 +34,14 @@ try:
 except ImportError:  # the server does not need NumPy; only this load tool does
     raise SystemExit("numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'") from None
 
-from ._cli import _positive_int
+from ._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
 from ._framing import RECORD_SIZE, LineFramer, Outcome
-from ._server import ServerConfig
 
 PROG: Final = "numlog-trio-load"
 NUMBER_RANGE: Final = 1_000_000_000
 _SEND_CHUNK: Final = 4 << 20
 _TIMEOUT: Final = 120.0
 """Upper bound in seconds of any single wait on the server."""
-_SERVER_DEFAULTS: Final = ServerConfig()
 _LISTENING: Final = "listening on "
 
 _LAUNCHER: Final = """
@@ -471,11 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--clients", type=_positive_int, default=5, help="connections sending at once"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random numbers")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (without --spawn)")
     parser.add_argument(
-        "--host", default=_SERVER_DEFAULTS.host, help="server address (without --spawn)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=_SERVER_DEFAULTS.port, help="server port (without --spawn)"
+        "--port", type=int, default=DEFAULT_PORT, help="server port (without --spawn)"
     )
     parser.add_argument(
         "--terminate", action="store_true", help="send terminate afterwards (without --spawn)"

@@ -1,19 +1,27 @@
-"""The service: listener, client handlers, writer and reporter under one root nursery."""
+"""The service: client handlers, writer and reporter, in two nurseries.
+
+The outer nursery runs the writer; the inner one serves: the listeners' accept loops with
+their client handlers, the reporter and the shutdown trigger. Shutdown cancels the inner one
+only. Once it has ended, nothing sends batches any more, so the writer drains what it was
+handed, syncs the log and returns: every number a handler handed over is kept.
+
+:func:`serve` is handed its listeners and touches no process-wide state; binding, signals
+and the exit status belong to the command (``_cli.py``).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import math
-import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, final
 
 import attrs
 import trio
 
 from ._buffers import ReceiveBuffers, receive_into
-from ._errors import ListenError
+from ._errors import defer_to_the_fault
 from ._framing import LineFramer, Outcome
 from ._report import Totals, report_periodically
 from ._writer import Batch, LogWriter
@@ -28,8 +36,6 @@ of them), so this also sets the server's peak memory: 3.5 MiB of buffers by defa
 the bitmap's 119 MiB. 1 MiB was about 15 % faster but over 150 MiB at peak; 256 KiB about
 7 % slower (benchmarks/RESULTS.md).
 """
-
-_SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 WRITER_BUFFERS: Final = 2
 """Receive buffers beyond one per served client: the writer's, for the batches it holds.
@@ -48,32 +54,20 @@ def _positive(config: object, attribute: attrs.Attribute[float], value: float) -
 @final
 @attrs.frozen
 class ServerConfig:
-    """What the server listens on and how it behaves.
+    """How the server treats its clients.
 
     Attributes:
-        host: Address to listen on.
-        port: TCP port; 0 picks a free one.
         max_clients: Connections read at a time; further clients wait unread.
         report_interval: Seconds between reports.
         idle_timeout: Seconds a served client may send nothing before it is disconnected
-            without a reply (its unfinished line discarded). None, the default, never
-            disconnects it: the specification limits concurrency, not time. Clients
+            without a reply (its unfinished line discarded). ``math.inf``, the default,
+            never disconnects it: the specification limits concurrency, not time. Clients
             waiting for a slot are not timed.
-        handle_signals: Turn SIGINT and SIGTERM into a clean shutdown. Meant for the main
-            thread of a program that exits when :func:`serve` returns: once serving ends,
-            both signals stay ignored, so that nothing interrupts the drain and the exit.
     """
 
-    host: str = "127.0.0.1"
-    port: int = attrs.field(
-        default=4000, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
-    )
     max_clients: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     report_interval: float = attrs.field(default=10.0, validator=_positive)
-    idle_timeout: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_positive)
-    )
-    handle_signals: bool = True
+    idle_timeout: float = attrs.field(default=math.inf, validator=_positive)
 
 
 @final
@@ -132,77 +126,64 @@ class _ClientHandler:
                 return
 
 
-async def _shut_down_on_signals(
-    serving: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+async def _cancel_when_triggered(
+    shutdown_trigger: Callable[[], Awaitable[object]], serving: trio.CancelScope
 ) -> None:
-    # Ignored rather than default once the receiver closes (it restores what it found): a
-    # second signal while the log is drained and the process exits must not kill it.
-    for shutdown_signal in _SHUTDOWN_SIGNALS:
-        signal.signal(shutdown_signal, signal.SIG_IGN)
-    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
-        task_status.started()
-        async for signum in signals:
-            logger.info("received %s: shutting down", signal.Signals(signum).name)
-            serving.cancel()
-            return
+    await shutdown_trigger()
+    serving.cancel()
 
 
 async def serve(
-    config: ServerConfig,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     writer: LogWriter,
     *,
     emit_report: Callable[[str], None],
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    config: ServerConfig = ServerConfig(),
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> Totals:
-    """Run the number server until a client sends terminate (or a signal arrives).
+    """Serve clients on the listeners until one sends terminate or the trigger fires.
 
-    Logs one line for each address it listens on. Shutdown keeps every number already handed
-    to the writer: serving stops first (listener, clients, reporter), then the writer drains
-    its channel and syncs the log.
+    Shutdown keeps every number already handed to the writer: serving stops first (the
+    listeners, which are closed, the clients, which are disconnected, and the reporter), then
+    the writer drains what it holds and syncs the log.
 
     Args:
-        config: Address and limits.
-        writer: Owner of the log; the log is emptied once the address is bound, before any
-            client is served, so a failed start leaves an earlier log alone.
+        listeners: Where clients connect, already listening; :func:`serve` closes them.
+        writer: Owner of the log, open and emptied by the caller.
         emit_report: Receives each report line.
-        task_status: Given the bound port (of the first address) once the server listens.
+        config: How clients are treated, and how often the report is due.
+        shutdown_trigger: Awaited while serving; serving stops when it returns, as it does
+            when a client sends terminate. None: only terminate stops the server.
+        task_status: Told once the listeners are accepting clients.
 
     Returns:
         The totals of the run.
 
     Raises:
-        ListenError: The address could not be bound.
-        LogWriteError: The log could not be written.
+        LogWriteError: The log could not be written; the numbers counted are all in it.
     """
     buffers = ReceiveBuffers(RECEIVE_SIZE, config.max_clients + WRITER_BUFFERS)
     # Room for a batch per buffer: sending never blocks, the pool is what holds handlers back.
     send_batches, receive_batches = trio.open_memory_channel[Batch](buffers.count)
-    async with trio.open_nursery() as root:
-        root.start_soon(writer.run, receive_batches)
-        async with send_batches, trio.open_nursery() as serving:
-            try:
-                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-            except OSError as error:
-                raise ListenError(
-                    f"cannot listen on {config.host}:{config.port}: {error.strerror or error}"
-                ) from error
-            writer.clear()
-            for listener in listeners:
-                host, port, *_ = listener.socket.getsockname()
-                logger.info("listening on %s port %d, writing %s", host, port, writer.name)
-            task_status.started(listeners[0].socket.getsockname()[1])
-
-            if config.handle_signals:
-                await serving.start(_shut_down_on_signals, serving.cancel_scope)
-            handler = _ClientHandler(
-                trio.CapacityLimiter(config.max_clients),
-                send_batches,
-                buffers,
-                serving.cancel_scope,
-                math.inf if config.idle_timeout is None else config.idle_timeout,
-            )
-            await serving.start(trio.serve_listeners, handler, listeners)
-            serving.start_soon(
-                report_periodically, config.report_interval, lambda: writer.totals, emit_report
-            )
+    with defer_to_the_fault():
+        async with trio.open_nursery() as writing:
+            writing.start_soon(writer.run, receive_batches)
+            async with send_batches, trio.open_nursery() as serving:
+                handler = _ClientHandler(
+                    trio.CapacityLimiter(config.max_clients),
+                    send_batches,
+                    buffers,
+                    serving.cancel_scope,
+                    config.idle_timeout,
+                )
+                await serving.start(trio.serve_listeners, handler, list(listeners))
+                serving.start_soon(
+                    report_periodically, config.report_interval, lambda: writer.totals, emit_report
+                )
+                if shutdown_trigger is not None:
+                    serving.start_soon(
+                        _cancel_when_triggered, shutdown_trigger, serving.cancel_scope
+                    )
+                task_status.started()
     return writer.totals

@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from ._dedup import BITMAP_BYTES, SeenNumbers
-from ._errors import LogOpenError, LogWriteError, MemoryOutError
+from ._errors import LogOpenError, LogWriteError, MemoryOutError, defer_to_the_fault
 from ._framing import RECORD_SIZE
 from ._report import Totals
 
@@ -97,6 +97,7 @@ class LogWriter:
     # Selections marked in the bitmap but not yet written, oldest first: if their write never
     # happens, their marks are taken back.
     _unwritten: collections.deque[Selection] = attrs.field(factory=collections.deque, init=False)
+    _syncing_in_background: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> LogWriter:
@@ -287,36 +288,42 @@ class LogWriter:
             LogWriteError: Writing or syncing the log failed. Selections not written are
                 taken back first (see :meth:`forget_unwritten`).
         """
-        # Unbuffered: the next group is selected while one is written, not more.
-        send_selections, receive_selections = trio.open_memory_channel[Selection](0)
         try:
-            async with trio.open_nursery() as stages:
-                stages.start_soon(self._append_all, receive_selections)
-                async with send_selections, batches:
-                    async for batch in batches:
-                        group = [batch, *_waiting(batches)]
-                        selection = await trio.to_thread.run_sync(self.select, group)
-                        try:
-                            await send_selections.send(selection)
-                        except trio.BrokenResourceError:
-                            return  # the other stage failed: its error is the one to report
+            with defer_to_the_fault():
+                await self._run_stages(batches)
         finally:
             self.forget_unwritten()
         await trio.to_thread.run_sync(self.sync)
 
+    async def _run_stages(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
+        # Unbuffered: the next group is selected while one is written, not more.
+        send_selections, receive_selections = trio.open_memory_channel[Selection](0)
+        async with trio.open_nursery() as stages:
+            stages.start_soon(self._append_all, receive_selections)
+            async with send_selections, batches:
+                async for batch in batches:
+                    group = [batch, *_waiting(batches)]
+                    selection = await trio.to_thread.run_sync(self.select, group)
+                    try:
+                        await send_selections.send(selection)
+                    except trio.BrokenResourceError:
+                        return  # the other stage failed: its error is the one to report
+
     async def _append_all(self, selections: trio.MemoryReceiveChannel[Selection]) -> None:
         async with trio.open_nursery() as background, selections:
-            syncing = trio.Lock()
             async for selection in selections:
                 await trio.to_thread.run_sync(self.append, selection)
                 selection.release()  # here, not in the thread: the pool is Trio's
-                if self._unsynced_bytes >= SYNC_EVERY and not syncing.locked():
+                if self._unsynced_bytes >= SYNC_EVERY and not self._syncing_in_background:
                     self._unsynced_bytes = 0
-                    background.start_soon(self._sync_in_background, syncing)
+                    self._syncing_in_background = True
+                    background.start_soon(self._sync_in_background)
 
-    async def _sync_in_background(self, syncing: trio.Lock) -> None:
-        async with syncing:
+    async def _sync_in_background(self) -> None:
+        try:
             await trio.to_thread.run_sync(self.sync)
+        finally:
+            self._syncing_in_background = False
 
 
 def _waiting(batches: trio.MemoryReceiveChannel[Batch]) -> list[Batch]:

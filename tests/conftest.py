@@ -26,18 +26,20 @@ async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[S
             # the server empties it at start.
             log.write_bytes(b"000000999\n")
             writer = writers.enter_context(LogWriter.open(log))
-            config = ServerConfig(host="127.0.0.1", port=0, handle_signals=False, **options)
-            running = RunningServer(port=0, log=log)
+            config = ServerConfig(**options)
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            writer.clear()
+            running = RunningServer(port=listeners[0].socket.getsockname()[1], log=log)
             started.append(running)
 
-            async def run(task_status: trio.TaskStatus[int]) -> None:
+            async def run(task_status: trio.TaskStatus[None]) -> None:
                 emit = running.reports.append
                 running.totals = await serve(
-                    config, writer, emit_report=emit, task_status=task_status
+                    listeners, writer, emit_report=emit, config=config, task_status=task_status
                 )
                 running.done.set()
 
-            running.port = await nursery.start(run)
+            await nursery.start(run)
             return running
 
         yield start

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import pytest
 import trio
@@ -23,7 +22,7 @@ from _inprocess import (
     numbered_lines,
 )
 
-from numlog_trio import ListenError, LogWriter, ServerConfig, Totals, serve
+from numlog_trio import ServerConfig, Totals
 
 
 @fail_after(TIMEOUT)
@@ -128,21 +127,6 @@ async def test_reports_are_printed_while_serving(start_server: StartServer) -> N
 
 
 @fail_after(TIMEOUT)
-async def test_a_port_in_use_fails_with_a_listen_error_and_keeps_the_old_log(
-    tmp_path: Path,
-) -> None:
-    log = tmp_path / "numbers.log"
-    log.write_bytes(b"000000001\n")
-    with trio.socket.socket() as taken, LogWriter.open(log) as writer:
-        await taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        config = ServerConfig(host="127.0.0.1", port=taken.getsockname()[1], handle_signals=False)
-        with pytest.RaisesGroup(ListenError, flatten_subgroups=True):
-            await serve(config, writer, emit_report=print)
-    assert log.read_bytes() == b"000000001\n"
-
-
-@fail_after(TIMEOUT)
 async def test_the_log_is_emptied_once_serving_starts(server: RunningServer) -> None:
     assert server.logged() == []
 
@@ -182,8 +166,6 @@ async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_sync
 @pytest.mark.parametrize(
     "setting",
     [
-        {"port": -1},
-        {"port": 65536},
         {"max_clients": 0},
         {"report_interval": 0.0},
         {"report_interval": float("nan")},
