@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trio
-from _inprocess import RunningServer, StartServer
+from helpers import RunningServer, StartServer
 
 from numlog_trio import LogWriter, ServerConfig, serve
 

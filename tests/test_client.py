@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Protocol, cast
 
 import pytest
-from _helpers import (
+from helpers import (
     CLIENT_MODULE,
     HOST,
     NL,

@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from _helpers import (
+from helpers import (
     HOST,
     QUICK,
     connect,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import (
+from helpers import (
     QUICK,
     TIMEOUT,
     connect,
@@ -38,6 +38,7 @@ from _helpers import (
     limited_server,
     line,
     logged_numbers,
+    numbered_lines,
     report_counts,
     running_server,
     send_and_close,
@@ -47,7 +48,6 @@ from _helpers import (
     sums,
     wait_closed,
 )
-from _inprocess import numbered_lines
 from numpy.typing import NDArray
 
 CLIENTS = 5

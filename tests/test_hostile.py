@@ -20,7 +20,7 @@ import attrs
 import pytest
 import trio
 import trio.lowlevel
-from _inprocess import (
+from helpers import (
     TIMEOUT,
     RunningServer,
     StartServer,

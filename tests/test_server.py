@@ -12,7 +12,7 @@ import os
 
 import pytest
 import trio
-from _inprocess import (
+from helpers import (
     TIMEOUT,
     RunningServer,
     StartServer,

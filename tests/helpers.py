@@ -7,24 +7,30 @@ whether it passed or not. Every wait is bounded by an absolute timeout, so no te
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, ParamSpec
 
+import attrs
 import numpy as np
+import trio
 from numpy.typing import NDArray
+
+from numlog_trio import Totals
 
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 10.0
@@ -53,13 +59,14 @@ def console_script(name: str) -> str:
     return found
 
 
-def line(number: str) -> bytes:
-    """Return one input line: the text followed by the server-native newline."""
-    return number.encode() + NL
+def line(number: int | str) -> bytes:
+    """Return one input line: a number as 9 digits, or a text as it is, and the newline."""
+    text = f"{number:09d}" if isinstance(number, int) else number
+    return text.encode() + NL
 
 
-def lines(*numbers: str) -> bytes:
-    """Return input lines for several numbers, in order."""
+def lines(*numbers: int | str) -> bytes:
+    """Return input lines for several numbers (or texts), in order."""
     return b"".join(line(number) for number in numbers)
 
 
@@ -384,3 +391,85 @@ def run_client(
         check=False,
     )
     return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
+
+
+# The server in the test's own Trio run (fixtures in conftest.py).
+
+P = ParamSpec("P")
+
+
+def fail_after(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """Fail the decorated test if it runs longer than ``seconds`` (real time)."""
+
+    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> None:
+            with trio.fail_after(seconds):
+                await test(*args, **kwargs)
+
+        return timed
+
+    return decorate
+
+
+@attrs.define(eq=False)
+class RunningServer:
+    """A server started by the ``start_server`` fixture, and what it did so far."""
+
+    port: int
+    log: Path
+    done: trio.Event = attrs.Factory(trio.Event)
+    totals: Totals | None = None
+    reports: list[str] = attrs.Factory(list)
+    clients: list[trio.SocketStream] = attrs.Factory(list)
+
+    async def connect(self) -> trio.SocketStream:
+        """Open a client connection, closed when the test ends."""
+        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        self.clients.append(stream)
+        return stream
+
+    def logged(self) -> list[bytes]:
+        """Return the lines of the log, each with its newline, in the order written."""
+        return self.log.read_bytes().splitlines(keepends=True)
+
+    async def wait_until_logged(self, count: int) -> None:
+        """Wait until the log holds at least ``count`` lines."""
+        while len(self.logged()) < count:  # noqa: ASYNC110 (the file is what we observe)
+            await trio.sleep(0.01)
+
+    async def wait_until_stopped(self) -> Totals:
+        """Wait until :func:`numlog_trio.serve` has returned, and return its totals."""
+        await self.done.wait()
+        assert self.totals is not None
+        return self.totals
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+async def is_closed_by_server(stream: trio.SocketStream) -> bool:
+    """Wait for the server to close the connection; True if it sent nothing before."""
+    try:
+        return await stream.receive_some() == b""
+    except trio.BrokenResourceError:
+        return True  # reset: the server closed with our data unread
+
+
+async def reset(stream: trio.SocketStream) -> None:
+    """Close the connection with a reset (RST) instead of an orderly end of stream (FIN)."""
+    # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+
+
+def numbered_lines(start: int, count: int) -> bytes:
+    """Return lines for start, start + 1, ..., fast enough for megabytes of load."""
+    numbers = np.arange(start, start + count, dtype=np.uint32)
+    table = np.full((count, 10), ord("\n"), dtype=np.uint8)
+    for column in range(8, -1, -1):
+        table[:, column] = ord("0") + numbers % 10
+        numbers //= 10
+    return table.tobytes()
