@@ -473,3 +473,166 @@ def numbered_lines(start: int, count: int) -> bytes:
         table[:, column] = ord("0") + numbers % 10
         numbers //= 10
     return table.tobytes()
+
+
+# The installed command in a subprocess, driven from the test's Trio run.
+
+
+@attrs.define(eq=False)
+class ServerProcess:
+    """A ``numlog-trio`` process started by :func:`start_server`, and what it printed so far.
+
+    Two tasks read its standard output and standard error as they come; the ``wait_*``
+    methods wait on what was read, each within :data:`TIMEOUT` seconds, and fail saying
+    what was expected and what the server printed instead.
+    """
+
+    process: trio.Process
+    directory: Path
+    port: int = 0
+    _stdout: bytearray = attrs.Factory(bytearray)
+    _stderr: bytearray = attrs.Factory(bytearray)
+    _pipes_open: int = 2
+    _changed: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def stdout(self) -> str:
+        """Standard output read so far."""
+        return self._stdout.decode()
+
+    @property
+    def stderr(self) -> str:
+        """Standard error read so far."""
+        return self._stderr.decode()
+
+    async def _read(self, pipe: trio.abc.ReceiveStream, into: bytearray) -> None:
+        async with pipe:
+            while chunk := await pipe.receive_some():
+                into += chunk
+                self._changed.set()
+                self._changed = trio.Event()
+        self._pipes_open -= 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(
+        self, done: Callable[[], bool], expected: str, within: float = TIMEOUT
+    ) -> None:
+        """Wait until ``done()`` holds, reading the server's output meanwhile.
+
+        Raises:
+            AssertionError: ``within`` seconds passed, or the server closed its output,
+                before ``done()`` held; the message says what was ``expected`` and shows
+                what the server printed.
+        """
+        with trio.move_on_after(within):
+            while not done():
+                if not self._pipes_open:
+                    raise AssertionError(f"the server exited before {expected}; {self}")
+                await self._changed.wait()
+            return
+        raise AssertionError(f"no {expected} after {within} s; {self}")
+
+    def __str__(self) -> str:
+        return f"stdout {self.stdout!r}, stderr {self.stderr!r}"
+
+    async def wait_listening(self) -> None:
+        """Wait until the server says it listens, and take the port from what it said."""
+        await self.wait_until(lambda: LISTENING.search(self._stderr) is not None, "listening line")
+        match = LISTENING.search(self._stderr)
+        assert match is not None
+        self.port = int(match[1])
+
+    def reports(self) -> list[tuple[int, int, int]]:
+        """Return the complete reports read so far (see :func:`report_counts`)."""
+        text = self.stdout
+        return report_counts(text[: text.rfind("\n") + 1])
+
+    def report_sums(self) -> tuple[int, int]:
+        """Return the unique and duplicate counts summed over the complete reports so far."""
+        return sums(self.reports())
+
+    async def wait_for_report(self, done: Callable[[int, int], bool], expected: str) -> None:
+        """Wait until ``done(unique, duplicates)`` holds for the counts summed over reports."""
+        await self.wait_until(lambda: done(*self.report_sums()), f"report of {expected}")
+
+    async def wait_for_next_report(self) -> tuple[int, int, int]:
+        """Wait until one more report is complete, and return it."""
+        seen = len(self.reports())
+        await self.wait_until(lambda: len(self.reports()) > seen, "next report")
+        return self.reports()[seen]
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send a signal to the server."""
+        self.process.send_signal(signum)
+
+    async def finish(self, within: float = TIMEOUT) -> Finished:
+        """Wait until the server has exited by itself and closed its output.
+
+        Raises:
+            AssertionError: It was still running after ``within`` seconds (it is killed
+                when the test's nursery closes).
+        """
+        with trio.move_on_after(within):
+            await self.process.wait()
+            await self.wait_until(lambda: not self._pipes_open, "end of output")
+            assert self.process.returncode is not None
+            return Finished(self.process.returncode, self.stdout, self.stderr)
+        raise AssertionError(f"the server was still running after {within} s; {self}")
+
+
+async def _kill(process: trio.Process) -> None:
+    process.kill()
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    directory: Path,
+    *options: str,
+    command: Sequence[str] = SERVER_MODULE,
+    listening: bool = True,
+) -> ServerProcess:
+    """Start the server on a free port of 127.0.0.1 in ``directory``.
+
+    Args:
+        nursery: Runs the process and the readers of its output; when it closes, a server
+            still running is killed.
+        directory: Working directory of the server, where it writes ``numbers.log``.
+        options: More command-line options; they come after ``--host 127.0.0.1 --port 0``,
+            so they may override both, and a server never listens on the default port.
+        command: How to run the server command.
+        listening: Wait until the server says it listens (and read its port).
+    """
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [*command, "--host", HOST, "--port", "0", *options],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            deliver_cancel=_kill,
+        )
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    server = ServerProcess(process, directory)
+    nursery.start_soon(server._read, process.stdout, server._stdout)
+    nursery.start_soon(server._read, process.stderr, server._stderr)
+    if listening:
+        await server.wait_listening()
+    return server
+
+
+async def open_client(port: int) -> trio.SocketStream:
+    """Open a TCP connection to a server on 127.0.0.1."""
+    return await trio.open_tcp_stream(HOST, port)
+
+
+async def send_and_wait_closed(port: int, data: bytes) -> None:
+    """Send data, half-close, and wait until the server has read it all and closed too."""
+    async with await open_client(port) as stream:
+        await stream.send_all(data)
+        await stream.send_eof()
+        assert await is_closed_by_server(stream), "the server replied"

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import trio
 from helpers import (
     HOST,
     QUICK,
@@ -40,6 +41,7 @@ from helpers import (
     running_server,
     send_and_close,
     send_terminate,
+    start_server,
     sums,
     wait_closed,
 )
@@ -416,3 +418,18 @@ def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(tmp_path
         finished = server.finish()
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [line("000000001")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_signal_the_moment_the_server_says_it_listens_is_a_clean_shutdown(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # A supervisor signals as soon as it reads the listening line: the handlers must be in
+    # place by then, or the default action kills the server (status -15 for SIGTERM).
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
+        server.signal(signum)
+        finished = await server.finish(within=QUICK)
+    assert finished.returncode == 0, finished.stderr
+    assert f"received {signum.name}: shutting down" in finished.stderr
+    assert logged(tmp_path) == []
