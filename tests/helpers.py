@@ -1,8 +1,21 @@
-"""Helpers shared by the subprocess tests of the installed commands.
+"""What the tests share: input lines, log and report checks, and three ways to run a server.
 
-Every server started here listens on 127.0.0.1 with port 0 (a free port picked by the
-operating system), runs in the test's temporary directory and is killed when the test ends,
-whether it passed or not. Every wait is bounded by an absolute timeout, so no test can hang.
+Rules for every test (stated here once; each test module says which way it runs a server):
+
+- In process, on memory streams: :func:`numlog_trio.serve` in the test's own Trio run, handed
+  an in-memory listener; clients are ``trio.testing`` memory streams. No socket, no port,
+  and the autojump clock where time matters, so no test waits real seconds; "nothing
+  happened" is shown with ``trio.testing.wait_all_tasks_blocked``, never by sleeping.
+- In process, on loopback: the same, with real TCP listeners on 127.0.0.1, port 0, for what
+  only a kernel socket shows (resets, back-pressure); the real clock.
+- As a command: the installed ``numlog-trio`` in a subprocess (:func:`start_server`, on
+  ``trio.run_process``), on 127.0.0.1 with ``--port 0``, its port read back from its
+  "listening" line, its working directory the test's ``tmp_path``. A server still running
+  when the test ends is killed.
+
+Servers never use port 4000 and log to a temporary file. Every wait is bounded by an
+absolute timeout (:data:`TIMEOUT` seconds unless a test says otherwise), and a wait that
+runs out fails saying what it expected and what it saw, so no test can hang.
 """
 
 from __future__ import annotations
