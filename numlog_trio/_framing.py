@@ -1,7 +1,7 @@
 r"""Framing and validation of the client byte stream, free of I/O.
 
-Every valid line, ``terminate\n`` included, is exactly :data:`RECORD_SIZE` bytes long, so a
-receive buffer is a table of 10-byte rows plus at most 9 bytes of an unfinished line. The
+Every valid line, ``terminate\n`` included, is exactly :data:`LINE_SIZE` bytes long, so a
+receive buffer is a table of 10-byte lines plus at most 9 bytes of an unfinished line. The
 compiled kernel checks the whole table in one pass; this module keeps the state between
 buffers and says what it means.
 """
@@ -15,7 +15,7 @@ import attrs
 
 from . import _kernel
 
-RECORD_SIZE: Final = _kernel.RECORD_SIZE
+LINE_SIZE: Final = _kernel.LINE_SIZE
 
 
 class Outcome(enum.Enum):

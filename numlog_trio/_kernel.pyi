@@ -3,7 +3,7 @@ from typing import Final
 
 from typing_extensions import Buffer
 
-RECORD_SIZE: Final[int]
+LINE_SIZE: Final[int]
 NUMBER_SPACE: Final[int]
 BITMAP_BYTES: Final[int]
 MORE: Final[int]

@@ -4,7 +4,7 @@
 
 Everything else (tasks, state, errors, invariants) is Python; see ``_framing.py`` and
 ``_dedup.py``, which are the only callers. Every valid line, ``terminate\\n`` included, is
-exactly :data:`RECORD_SIZE` bytes, so a buffer is read as a table of 10-byte rows: each row
+exactly :data:`LINE_SIZE` bytes, so a buffer is read as a table of 10-byte lines: each
 is checked with two loads (8 + 2 bytes) and parsed within a 64-bit word (SWAR), with no
 per-byte loop. Words are read little-endian (x86-64, AArch64): on a big-endian machine the
 build stops with an error saying so.
@@ -27,7 +27,7 @@ cdef extern from *:
     """
     void prefetch_for_write "NUMLOG_PREFETCH_FOR_WRITE"(const void *address) nogil
 
-RECORD_SIZE = 10
+LINE_SIZE = 10
 NUMBER_SPACE = 1_000_000_000
 BITMAP_BYTES = NUMBER_SPACE // 8
 
@@ -42,7 +42,7 @@ PREFETCH_DISTANCE = _AHEAD
 """How many numbers ahead of its test-and-set a number's bitmap byte is prefetched."""
 
 cdef enum:
-    _RECORD = 10
+    _LINE = 10
     _AHEAD = 64
     # A power of two above _AHEAD: the parsed numbers waiting for their test-and-set.
     _RING = 128
@@ -127,36 +127,36 @@ def frame(const uint8_t[::1] carried, const uint8_t[::1] data):
     cdef Py_ssize_t size = data.shape[0]
     cdef Py_ssize_t start = 0
     cdef Py_ssize_t position
-    cdef Py_ssize_t last_row_start
-    cdef uint8_t line[_RECORD]
+    cdef Py_ssize_t last_line_start
+    cdef uint8_t line[_LINE]
     cdef const uint8_t *base = &data[0] if size else NULL
     head = None
-    if held >= _RECORD:
-        raise ValueError(f"the carried line holds {held} bytes; a line is {RECORD_SIZE}")
+    if held >= _LINE:
+        raise ValueError(f"the carried line holds {held} bytes; a line is {LINE_SIZE}")
     if held:
         memcpy(line, &carried[0], held)
-        if size < _RECORD - held:
+        if size < _LINE - held:
             if size:
                 memcpy(line + held, base, size)
             if _is_line_start(line, held + size):
                 return None, 0, 0, MORE, PyBytes_FromStringAndSize(<char *>line, held + size)
             return None, 0, 0, INVALID, b""
-        start = _RECORD - held
+        start = _LINE - held
         memcpy(line + held, base, start)
         if _is_number(line):
-            head = PyBytes_FromStringAndSize(<char *>line, _RECORD)
-        elif memcmp(line, _TERMINATE, _RECORD) == 0:
+            head = PyBytes_FromStringAndSize(<char *>line, _LINE)
+        elif memcmp(line, _TERMINATE, _LINE) == 0:
             return None, 0, 0, TERMINATE, b""
         else:
             return None, 0, 0, INVALID, b""
 
     position = start
-    last_row_start = size - _RECORD
+    last_line_start = size - _LINE
     with nogil:
-        while position <= last_row_start and _is_number(base + position):
-            position += _RECORD
-    if position <= last_row_start:
-        if memcmp(base + position, _TERMINATE, _RECORD) == 0:
+        while position <= last_line_start and _is_number(base + position):
+            position += _LINE
+    if position <= last_line_start:
+        if memcmp(base + position, _TERMINATE, _LINE) == 0:
             return head, start, position, TERMINATE, b""
         return head, start, position, INVALID, b""
     if _is_line_start(base + position, size - position):
@@ -198,7 +198,7 @@ def select_new(
             as it was.
     """
     cdef Py_ssize_t size = lines.shape[0]
-    cdef Py_ssize_t count = size // _RECORD
+    cdef Py_ssize_t count = size // _LINE
     cdef Py_ssize_t index, ahead
     cdef Py_ssize_t end = at
     cdef Py_ssize_t primed
@@ -211,8 +211,8 @@ def select_new(
     cdef bint out_of_range = False
     if bitmap.shape[0] < _SPACE // 8:
         raise ValueError(f"the bitmap has {bitmap.shape[0]} bytes; it needs {BITMAP_BYTES}")
-    if size % _RECORD:
-        raise ValueError(f"{size} bytes are not whole {RECORD_SIZE}-byte lines")
+    if size % _LINE:
+        raise ValueError(f"{size} bytes are not whole {LINE_SIZE}-byte lines")
     if at < 0 or out.shape[0] - at < size:
         raise ValueError(f"out has no room for {size} bytes at offset {at}")
     if count == 0:
@@ -227,7 +227,7 @@ def select_new(
     with nogil:
         primed = count if count < _AHEAD else _AHEAD
         for index in range(primed):
-            number = _parse(source + index * _RECORD)
+            number = _parse(source + index * _LINE)
             if number >= _SPACE:
                 out_of_range = True
                 break
@@ -237,7 +237,7 @@ def select_new(
             for index in range(count):
                 ahead = index + _AHEAD
                 if ahead < count:
-                    number = _parse(source + ahead * _RECORD)
+                    number = _parse(source + ahead * _LINE)
                     if number >= _SPACE:
                         out_of_range = True
                         break
@@ -248,12 +248,12 @@ def select_new(
                 byte = bits[number >> 3]
                 bits[number >> 3] = byte | mask
                 # Copied always, kept only if new: no branch to mispredict on a duplicate.
-                _move_line(target + end, source + index * _RECORD)
-                end += _RECORD * ((byte & mask) == 0)
+                _move_line(target + end, source + index * _LINE)
+                end += _LINE * ((byte & mask) == 0)
     if out_of_range:
         unmark(bitmap, out[at:end])
         raise ValueError("a line is not nine digits and a newline")
-    return end, count - (end - at) // _RECORD
+    return end, count - (end - at) // _LINE
 
 
 def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
@@ -270,13 +270,13 @@ def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
     cdef const uint8_t *source
     if bitmap.shape[0] < _SPACE // 8:
         raise ValueError(f"the bitmap has {bitmap.shape[0]} bytes; it needs {BITMAP_BYTES}")
-    if size % _RECORD:
-        raise ValueError(f"{size} bytes are not whole {RECORD_SIZE}-byte lines")
+    if size % _LINE:
+        raise ValueError(f"{size} bytes are not whole {LINE_SIZE}-byte lines")
     if size == 0:
         return
     source = &lines[0]
     with nogil:
-        for index in range(size // _RECORD):
-            number = _parse(source + index * _RECORD)
+        for index in range(size // _LINE):
+            number = _parse(source + index * _LINE)
             if number < _SPACE:
                 bitmap[number >> 3] &= <uint8_t>~(1 << (number & 7))

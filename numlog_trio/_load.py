@@ -35,7 +35,7 @@ except ImportError:  # the server does not need NumPy; only this load tool does
     raise SystemExit("numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'") from None
 
 from ._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
-from ._framing import RECORD_SIZE, LineFramer, Outcome
+from ._framing import LINE_SIZE, LineFramer, Outcome
 
 PROG: Final = "numlog-trio-load"
 NUMBER_RANGE: Final = 1_000_000_000
@@ -77,7 +77,7 @@ class Workload:
     @property
     def count(self) -> int:
         """Number of lines in the payload."""
-        return len(self.payload) // RECORD_SIZE
+        return len(self.payload) // LINE_SIZE
 
 
 def make_workload(count: int, duplicate_share: float, seed: int) -> Workload:
@@ -111,7 +111,7 @@ def sorted_unique(values: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
 
 def format_lines(numbers: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
     """Return the lines of ``numbers``: nine digits with leading zeros and a newline each."""
-    lines = np.empty((len(numbers), RECORD_SIZE), dtype=np.uint8)
+    lines = np.empty((len(numbers), LINE_SIZE), dtype=np.uint8)
     lines[:, 9] = ord("\n")
     rest = numbers.copy()
     for column in range(8, -1, -1):
@@ -123,7 +123,7 @@ def format_lines(numbers: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
 def parse_lines(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
     """Return the numbers of valid number lines, given as ``(n, 10)`` rows."""
     numbers = np.zeros(len(records), dtype=np.uint32)
-    for column in range(RECORD_SIZE - 1):
+    for column in range(LINE_SIZE - 1):
         numbers *= 10
         numbers += records[:, column]
         numbers -= ord("0")
@@ -133,10 +133,10 @@ def parse_lines(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
 def check_log(path: Path, distinct: npt.NDArray[np.uint32]) -> str | None:
     """Return why the log at ``path`` is not exactly the ``distinct`` numbers, or None."""
     data = np.fromfile(path, dtype=np.uint8)
-    if len(data) % RECORD_SIZE:
+    if len(data) % LINE_SIZE:
         return f"{path} ends in a partial line ({len(data)} bytes)"
-    records = data.reshape(-1, RECORD_SIZE)
-    step = RECORD_SIZE * 10_000_000  # whole lines, checked a slice at a time
+    records = data.reshape(-1, LINE_SIZE)
+    step = LINE_SIZE * 10_000_000  # whole lines, checked a slice at a time
     for start in range(0, len(data), step):
         if LineFramer().feed(data[start : start + step].tobytes()).outcome is not Outcome.MORE:
             return f"{path} has a line that is not nine digits and a newline"
@@ -335,8 +335,8 @@ def push(
     Raises:
         OSError: A connection failed.
     """
-    lines = len(payload) // RECORD_SIZE
-    bounds = [RECORD_SIZE * (lines * k // clients) for k in range(clients + 1)]
+    lines = len(payload) // LINE_SIZE
+    bounds = [LINE_SIZE * (lines * k // clients) for k in range(clients + 1)]
     data = memoryview(payload.data)
     sent = [0] * clients
     errors: list[BaseException] = []
@@ -356,7 +356,7 @@ def push(
         while sender.is_alive():
             sender.join(0.25)
             if progress is not None:
-                progress(sum(sent) // RECORD_SIZE)
+                progress(sum(sent) // LINE_SIZE)
     if errors:
         raise errors[0]
 

@@ -15,7 +15,7 @@ import trio
 
 from ._dedup import BITMAP_BYTES, SeenNumbers
 from ._errors import LogOpenError, LogWriteError, MemoryOutError, defer_to_the_fault
-from ._framing import RECORD_SIZE
+from ._framing import LINE_SIZE
 from ._report import Totals
 
 SYNC_EVERY: Final = 32 << 20
@@ -223,7 +223,7 @@ class LogWriter:
         self._unwritten.popleft()
         self._unsynced_bytes += selection.size
         self._totals = Totals(
-            self._totals.unique + selection.size // RECORD_SIZE,
+            self._totals.unique + selection.size // LINE_SIZE,
             self._totals.duplicates + selection.duplicates,
         )
 

@@ -86,7 +86,7 @@ STREAM = b"000000001\n123456789\nterminate\n"
 
 
 @pytest.mark.parametrize("cut", range(len(STREAM) + 1))
-def test_records_split_across_two_buffers_at_every_offset(cut: int) -> None:
+def test_lines_split_across_two_buffers_at_every_offset(cut: int) -> None:
     assert feed_all([STREAM[:cut], STREAM[cut:]])[:2] == ([1, 123456789], Outcome.TERMINATE)
 
 

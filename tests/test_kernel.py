@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from numlog_trio import Outcome, _kernel
 
-RECORD: Final = _kernel.RECORD_SIZE
+LINE: Final = _kernel.LINE_SIZE
 AHEAD: Final = _kernel.PREFETCH_DISTANCE
 OUTCOMES: Final = {
     _kernel.MORE: Outcome.MORE,
@@ -73,7 +73,7 @@ def frame_buffers(buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
         head, start, stop, outcome, carry = _kernel.frame(carried, data)
         where = f"buffer {index} {data!r} after carrying {carried!r}"
         assert 0 <= start <= stop <= len(data), where
-        assert (stop - start) % RECORD == 0, where
+        assert (stop - start) % LINE == 0, where
         assert head is not None or start == 0, where
         kept = (head or b"") + data[start:stop]
         assert NUMBER_LINES.fullmatch(kept), f"kept {kept!r} from {where}"
@@ -145,7 +145,7 @@ BEFORE: Final = lines_of([314_159_265, 0])
 AFTER: Final = line(999_999_999)
 
 
-@pytest.mark.parametrize("position", range(RECORD))
+@pytest.mark.parametrize("position", range(LINE))
 def test_every_byte_value_at_every_position_of_a_line(position: int) -> None:
     for base in BASES:
         for value in range(256):
@@ -163,7 +163,7 @@ def test_every_byte_value_at_every_position_of_a_line(position: int) -> None:
             expected = reference(stream)
             expected_upto = reference(upto)
             expected_after = reference(BEFORE + stream)
-            for held in range(1, RECORD):
+            for held in range(1, LINE):
                 check_frame([stream[:held], stream[held:]], expected)
                 check_frame([BEFORE + stream[:held], stream[held:]], expected_after)
                 if held <= position:
@@ -288,7 +288,7 @@ def check_select_new(
     out = bytearray([FILL]) * (at + len(lines) + slack)
     end, duplicates = _kernel.select_new(bits, lines, out, at)
     new = first_sightings(seen, numbers)
-    assert (end, duplicates) == (at + RECORD * len(new), len(numbers) - len(new))
+    assert (end, duplicates) == (at + LINE * len(new), len(numbers) - len(new))
     room_end = at + len(lines)
     assert out[:end] == bytes([FILL]) * at + lines_of(new)
     assert out[room_end:] == bytes([FILL]) * slack
@@ -351,10 +351,10 @@ def test_select_new_in_place_compacts_the_first_sightings_at_the_front(
     try:
         for numbers in numbers_by_buffer:
             buffer = bytearray([FILL]) * lead + bytearray(lines_of(numbers)) + bytes([FILL])
-            lines = memoryview(buffer)[lead : lead + RECORD * len(numbers)]
+            lines = memoryview(buffer)[lead : lead + LINE * len(numbers)]
             end, duplicates = _kernel.select_new(bitmap, lines, lines, 0)
             new = first_sightings(seen, numbers)
-            assert (end, duplicates) == (RECORD * len(new), len(numbers) - len(new))
+            assert (end, duplicates) == (LINE * len(new), len(numbers) - len(new))
             assert bytes(lines[:end]) == lines_of(new)
             assert buffer[:lead] + buffer[-1:] == bytes([FILL]) * (lead + 1)
             assert bits_of(bitmap, everything) == expected_bits(seen, everything)

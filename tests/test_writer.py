@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import lines
 
 from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals, _writer
 from numlog_trio._errors import MemoryOutError
 from numlog_trio._writer import Batch
-
-
-def records(*numbers: int) -> bytes:
-    return b"".join(b"%09d\n" % number for number in numbers)
 
 
 def batch(*parts: bytes) -> Batch:
@@ -38,9 +35,9 @@ async def run_on(writer: LogWriter, *batches: Batch) -> None:
 def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept(batch(records(42, 7, 42), records(7, 0, 999_999_999)))
+        writer.accept(batch(lines(42, 7, 42), lines(7, 0, 999_999_999)))
         assert writer.totals == Totals(unique=4, duplicates=2)
-        writer.accept(batch(records(0)))
+        writer.accept(batch(lines(0)))
         writer.sync()
         assert log.read_bytes() == b"000000042\n000000007\n000000000\n999999999\n"
     assert writer.totals == Totals(unique=4, duplicates=3)
@@ -49,7 +46,7 @@ def test_writer_logs_each_distinct_number_once_in_arrival_order(tmp_path: Path) 
 def test_each_batch_reaches_the_file_when_accepted(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        writer.accept(batch(records(1, 2)))
+        writer.accept(batch(lines(1, 2)))
         assert log.read_bytes() == b"000000001\n000000002\n"
 
 
@@ -59,7 +56,7 @@ def test_opening_keeps_an_old_log_until_it_is_cleared(tmp_path: Path) -> None:
     with LogWriter.open(log) as writer:
         assert log.read_bytes() == b"000000009\n"
         writer.clear()
-        writer.accept(batch(records(1)))
+        writer.accept(batch(lines(1)))
     assert log.read_bytes() == b"000000001\n"
 
 
@@ -78,7 +75,7 @@ def test_a_fifo_without_a_reader_fails_at_once_instead_of_blocking(tmp_path: Pat
 def test_a_device_can_be_the_log() -> None:
     with LogWriter.open("/dev/null") as writer:
         writer.clear()
-        writer.accept(batch(records(1, 1)))
+        writer.accept(batch(lines(1, 1)))
         writer.sync()
     assert writer.totals == Totals(unique=1, duplicates=1)
 
@@ -101,22 +98,22 @@ def test_a_failed_write_is_cut_back_and_its_numbers_neither_counted_nor_marked(
     monkeypatch.setattr(os, "writev", write_then_fill_up)
     with LogWriter.open(log) as writer:
         disk_full = False
-        writer.accept(batch(records(1)))
+        writer.accept(batch(lines(1)))
         disk_full = True
         with pytest.raises(LogWriteError, match=r"cannot write .*numbers.log: No space left"):
-            writer.accept(batch(records(2, 3, 4)))
+            writer.accept(batch(lines(2, 3, 4)))
         assert log.read_bytes() == b"000000001\n"
         assert writer.totals == Totals(unique=1, duplicates=0)
         disk_full = False
-        writer.accept(batch(records(2, 3, 4)))
+        writer.accept(batch(lines(2, 3, 4)))
     assert writer.totals == Totals(unique=4, duplicates=0)
-    assert log.read_bytes() == records(1, 2, 3, 4)
+    assert log.read_bytes() == lines(1, 2, 3, 4)
 
 
 def test_a_full_device_raises_a_clear_error() -> None:
     with LogWriter.open("/dev/full") as writer:
         with pytest.raises(LogWriteError, match=r"cannot write /dev/full: No space left"):
-            writer.accept(batch(records(*range(10_000))))
+            writer.accept(batch(lines(*range(10_000))))
         assert writer.totals == Totals()
 
 
@@ -127,11 +124,11 @@ async def test_run_drains_every_batch_sent_then_syncs_the_log(
     monkeypatch.setattr(os, "fsync", synced.append)
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(batch(records(number, number)) for number in range(5)))
+        await run_on(writer, *(batch(lines(number, number)) for number in range(5)))
         assert len(synced) == 1
         assert os.fstat(synced[0]).st_ino == log.stat().st_ino
     assert writer.totals == Totals(unique=5, duplicates=5)
-    assert log.read_bytes() == records(*range(5))
+    assert log.read_bytes() == lines(*range(5))
 
 
 def test_a_bitmap_that_cannot_be_mapped_is_a_clear_error(
@@ -168,8 +165,8 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     monkeypatch.setattr(_writer, "_waiting", lambda batches: [])  # one batch per hand-off
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(batch(records(n, n + 1)) for n in range(0, 12, 2)))
-    assert log.read_bytes() == records(*range(12))
+        await run_on(writer, *(batch(lines(n, n + 1)) for n in range(0, 12, 2)))
+    assert log.read_bytes() == lines(*range(12))
     # A background sync after some batches, and the final one after all of them.
     assert len(synced_sizes) >= 2
     assert synced_sizes[0] < log.stat().st_size
@@ -189,9 +186,9 @@ async def test_run_hands_waiting_batches_to_its_thread_together_and_writes_them_
 
     monkeypatch.setattr(os, "writev", counted_writev)
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(batch(records(number, number)) for number in range(5)))
+        await run_on(writer, *(batch(lines(number, number)) for number in range(5)))
     assert writes == [50]  # 5 new lines out of 10, all five batches in one write
-    assert log.read_bytes() == records(*range(5))
+    assert log.read_bytes() == lines(*range(5))
 
 
 async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
@@ -218,21 +215,21 @@ async def test_a_failed_write_in_run_takes_back_every_selection_not_written(
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
         with pytest.raises(LogWriteError, match="No space left"):
-            await run_on(writer, batch(records(1, 2)), batch(records(3, 4)))
+            await run_on(writer, batch(lines(1, 2)), batch(lines(3, 4)))
         assert second_selected.is_set()
         assert writer.totals == Totals()
         monkeypatch.undo()
-        writer.accept(batch(records(1, 2, 3, 4)))  # all four are new again
+        writer.accept(batch(lines(1, 2, 3, 4)))  # all four are new again
         assert writer.totals == Totals(unique=4, duplicates=0)
-    assert log.read_bytes() == records(1, 2, 3, 4)
+    assert log.read_bytes() == lines(1, 2, 3, 4)
 
 
 async def test_run_writes_a_group_of_more_parts_than_one_writev_takes(tmp_path: Path) -> None:
     # Every batch is a part of the group's write; Linux takes at most 1024 per writev.
     log = tmp_path / "numbers.log"
     with LogWriter.open(log) as writer:
-        await run_on(writer, *(batch(records(number)) for number in range(1025)))
-    assert log.read_bytes() == records(*range(1025))
+        await run_on(writer, *(batch(lines(number)) for number in range(1025)))
+    assert log.read_bytes() == lines(*range(1025))
     assert writer.totals == Totals(unique=1025, duplicates=0)
 
 
@@ -242,8 +239,8 @@ def test_a_batch_that_cannot_be_selected_leaves_the_bitmap_as_it_was(tmp_path: P
     out_of_range = b"\xff" * 9 + b"\n"
     with LogWriter.open(tmp_path / "numbers.log") as writer:
         with pytest.raises(ValueError, match="not nine digits"):
-            writer.accept(batch(records(1, 2)), batch(records(3) + out_of_range))
-        writer.accept(batch(records(1, 2, 3)))
+            writer.accept(batch(lines(1, 2)), batch(lines(3) + out_of_range))
+        writer.accept(batch(lines(1, 2, 3)))
         assert writer.totals == Totals(unique=3, duplicates=0)
 
 
@@ -257,8 +254,8 @@ async def test_run_releases_each_batch_once_in_the_trio_thread(
     released: list[tuple[int, int]] = []
 
     def released_batch(number: int) -> Batch:
-        lines = memoryview(bytearray(records(number)))
-        return Batch((lines,), lambda: released.append((number, threading.get_ident())))
+        buffer = memoryview(bytearray(lines(number)))
+        return Batch((buffer,), lambda: released.append((number, threading.get_ident())))
 
     def full_disk(fd: int, parts: Sequence[memoryview]) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
