@@ -7,6 +7,7 @@ from ._dedup import SeenNumbers as SeenNumbers
 from ._errors import ListenError as ListenError
 from ._errors import LogOpenError as LogOpenError
 from ._errors import LogWriteError as LogWriteError
+from ._errors import MemoryOutError as MemoryOutError
 from ._errors import ServiceError as ServiceError
 from ._framing import Framed as Framed
 from ._framing import LineFramer as LineFramer

@@ -14,7 +14,7 @@ import trio
 from helpers import lines
 
 from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals, _writer
-from numlog_trio._errors import MemoryOutError
+from numlog_trio import MemoryOutError
 from numlog_trio._writer import Batch
 
 
