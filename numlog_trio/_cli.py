@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -151,17 +150,6 @@ def print_report(line: str) -> None:
         os.close(devnull)
 
 
-def _share_one_malloc_arena() -> None:
-    # glibc gives each thread that allocates its own arena, and each arena keeps memory its
-    # thread freed. With the NumPy pipeline, whose worker threads allocated and freed each
-    # batch's arrays, one shared arena measured 10 % less CPU and 25 MiB less peak RSS.
-    # The compiled core allocates little per batch; this was not measured again since
-    # (benchmarks/RESULTS.md). Without glibc (or on another system) nothing changes.
-    m_arena_max = -8
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(m_arena_max, 1)
-
-
 async def _listen(host: str, port: int) -> list[trio.SocketListener]:
     try:
         return await trio.open_tcp_listeners(port, host=host)
@@ -206,7 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    _share_one_malloc_arena()
     config = ServerConfig(
         max_clients=args.max_clients,
         report_interval=args.report_interval,
@@ -232,8 +219,10 @@ def run() -> NoReturn:
         print(f"{PROG}: interrupted", file=sys.stderr)
         status = 130
     # The log is synced and closed by now, and reports are flushed line by line. Leaving
-    # without the interpreter's teardown (freeing every object, the bitmap among them) saves
-    # a tenth of a second between terminate and the exit.
+    # without the interpreter's teardown (finalizing Trio's and the other modules' objects;
+    # the kernel unmaps the bitmap either way) brings terminate -> exit from 37-70 to 7-14 ms
+    # idle and from 51-92 to 21-31 ms after 20 M numbers (medians of four interleaved runs,
+    # benchmarks/RESULTS.md).
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
