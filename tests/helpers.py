@@ -31,9 +31,10 @@ import struct
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, ParamSpec
@@ -411,16 +412,41 @@ def run_client(
 P = ParamSpec("P")
 
 
+@contextmanager
+def real_time_limit(seconds: float) -> Iterator[trio.CancelScope]:
+    """Cancel the block after ``seconds`` of real time, whichever clock the Trio run has.
+
+    On the autojump clock a ``trio.fail_after`` deadline is virtual: it passes whenever every
+    task is blocked, as they are while the writer waits for its worker threads. A timer
+    thread bounds the block in real time instead. The caller checks ``cancelled_caught``.
+    """
+    token = trio.lowlevel.current_trio_token()
+    with trio.CancelScope() as scope:
+
+        def cancel() -> None:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+
+        timer = threading.Timer(seconds, cancel)
+        timer.start()
+        try:
+            yield scope
+        finally:
+            timer.cancel()
+
+
 def fail_after(
     seconds: float,
 ) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
-    """Fail the decorated test if it runs longer than ``seconds`` (real time)."""
+    """Fail the decorated test if it runs longer than ``seconds`` of real time."""
 
     def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
         @functools.wraps(test)
         async def timed(*args: P.args, **kwargs: P.kwargs) -> None:
-            with trio.fail_after(seconds):
+            with real_time_limit(seconds) as limit:
                 await test(*args, **kwargs)
+            if limit.cancelled_caught:
+                raise AssertionError(f"the test was still running after {seconds} s")
 
         return timed
 
@@ -463,12 +489,18 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
-async def is_closed_by_server(stream: trio.SocketStream) -> bool:
-    """Wait for the server to close the connection; True if it sent nothing before."""
-    try:
-        return await stream.receive_some() == b""
-    except trio.BrokenResourceError:
-        return True  # reset: the server closed with our data unread
+async def is_closed_by_server(stream: trio.abc.ReceiveStream, within: float = TIMEOUT) -> bool:
+    """Wait for the server to close the connection; True if it sent nothing before.
+
+    Raises:
+        AssertionError: The connection was still open after ``within`` seconds.
+    """
+    with real_time_limit(within):
+        try:
+            return await stream.receive_some() == b""
+        except trio.BrokenResourceError:
+            return True  # reset: the server closed with our data unread
+    raise AssertionError(f"the server kept the connection open for {within} s")
 
 
 async def reset(stream: trio.SocketStream) -> None:
