@@ -534,7 +534,8 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 class RunningServer(Generic[ClientT]):
     """:func:`numlog_trio.serve` running in the test's nursery, and what it did so far.
 
-    Started by :func:`start_serving` (through the fixtures in conftest.py).
+    Started by :func:`start_serving` (through the fixtures in conftest.py), or built by a
+    test that awaits serve itself, to see what it raises.
 
     Attributes:
         listeners: What it was handed to serve on.

@@ -12,7 +12,6 @@ reset mid-line, and a flood of connects and resets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Generic
 
@@ -38,7 +37,7 @@ from helpers import (
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 import numlog_trio._server
-from numlog_trio import Framed, LineFramer, Outcome, ServerConfig, Totals
+from numlog_trio import Framed, LineFramer, Outcome, Totals
 from numlog_trio._server import RECEIVE_SIZE
 
 IDLE_TIMEOUT = 30.0
@@ -296,9 +295,32 @@ async def test_a_client_that_never_sends_holds_one_slot_and_terminate_still_ends
 # Slow clients and the idle timeout (memory streams, autojump clock) -------------------------
 
 
-def test_idle_clients_are_never_timed_out_by_default() -> None:
-    # What that means is shown by the never-sending client above: it keeps its slot.
-    assert ServerConfig().idle_timeout == math.inf
+@fail_after(TEST_TIMEOUT)
+async def test_without_an_idle_timeout_a_silent_client_is_kept_for_a_day(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(report_interval=3600)  # no idle timeout: the default
+    client = await server.connect()
+    with trio.move_on_after(24 * 60 * 60) as day:
+        received = await client.receive_some()
+    assert day.cancelled_caught, f"the server closed a silent client (it sent {received!r})"
+    await client.send_all(lines(1))
+    await terminate_and_check_log(server, client, [lines(1)])
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_an_idle_client_is_closed_after_exactly_the_timeout_of_silence(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(idle_timeout=IDLE_TIMEOUT)
+    client = await server.connect()
+    await trio.sleep(IDLE_TIMEOUT * 0.9)  # silent, but not for long enough
+    # The numbers sent before going silent are kept; an unfinished line is not.
+    await client.send_all(lines(1) + b"0000")
+    last_sent = trio.current_time()
+    assert await is_closed_by_server(client)
+    assert trio.current_time() - last_sent == pytest.approx(IDLE_TIMEOUT)
+    await terminate_and_check_log(server, await server.connect(), [lines(1)])
 
 
 @fail_after(TEST_TIMEOUT)

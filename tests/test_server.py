@@ -8,13 +8,19 @@ would buffer without limit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
 import trio
 from helpers import (
     TEST_TIMEOUT,
+    TIMEOUT,
     MemoryClient,
+    MemoryListener,
     RunningServer,
     StartInProcess,
     StartOnLoopback,
@@ -26,7 +32,7 @@ from helpers import (
 )
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from numlog_trio import ServerConfig, Totals
+from numlog_trio import LogWriteError, LogWriter, ServerConfig, Totals, serve
 
 
 @fail_after(TEST_TIMEOUT)
@@ -148,6 +154,119 @@ async def test_a_report_every_ten_seconds_of_serving(
         "Received 2 unique numbers, 1 duplicates. Unique total: 2",
         "Received 0 unique numbers, 0 duplicates. Unique total: 2",
     ]
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_serve_returns_when_triggered_once_every_number_handed_over_is_logged(
+    server: RunningServer[MemoryClient],
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The log's writes wait at a gate, so the trigger fires while the writer holds every
+    # batch: only a drain that finishes the writer's work keeps them.
+    gate = threading.Event()
+    real_writev = os.writev
+
+    def gated_writev(fd: int, buffers: list[memoryview]) -> int:
+        gate.wait(TIMEOUT)
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", gated_writev)
+    # Three clients, so that the receive buffers the writer holds leave each a buffer to
+    # read its block into, and one to wait for more in.
+    sent = [numbered_lines(client * 100_000, 30_000) for client in range(3)]
+    try:
+        for block in sent:
+            await (await server.connect()).send_all(block)
+        await wait_all_tasks_blocked()
+        # Each handler read its block, handed it over, and waits to read again.
+        assert [client.server_receives for client in server.clients] == [2, 2, 2]
+        assert server.writer.totals == Totals()
+        server.stop()
+        await wait_all_tasks_blocked()
+        assert not server.done.is_set(), "serve returned with the writer's work undone"
+    finally:
+        gate.set()
+    assert await server.wait_until_stopped() == Totals(unique=90_000, duplicates=0)
+    assert sorted(server.logged()) == sorted(b"".join(sent).splitlines(keepends=True))
+    for client in server.clients:
+        assert await is_closed_by_server(client)
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_serve_closes_the_listeners_it_was_handed(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
+    (listener,) = server.listeners
+    assert isinstance(listener, MemoryListener)
+    assert not listener.closed
+    server.stop()
+    await server.wait_until_stopped()
+    assert listener.closed
+    with pytest.raises(trio.BrokenResourceError):
+        await server.connect()
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_serve_leaves_the_signal_handlers_as_it_found_them(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    def handlers() -> list[object]:
+        return [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
+
+    def stand_in(signum: int, frame: object) -> None:
+        raise AssertionError(f"signal {signum} arrived during the test")
+
+    # Handlers of this test's own, so that one set by an earlier test cannot hide a change.
+    found = [signal.signal(signum, stand_in) for signum in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        server = await start_in_process()
+        assert handlers() == [stand_in, stand_in]
+        client = await server.connect()
+        await client.send_all(line("terminate"))
+        await server.wait_until_stopped()
+        assert handlers() == [stand_in, stand_in]
+    finally:
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), found, strict=True):
+            signal.signal(signum, handler)
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_a_failing_log_makes_serve_raise_log_write_error_alone_with_the_count_logged(
+    tmp_path: Path,
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_writev = os.writev
+    writes = 0
+
+    def writev_until_the_disk_is_full(fd: int, buffers: list[memoryview]) -> int:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev_until_the_disk_is_full)
+    listener = MemoryListener()
+    log = tmp_path / "numbers.log"
+    with LogWriter.open(log) as writer:
+        # serve is run here, not by a fixture, to see what it raises.
+        server = RunningServer([listener], writer, log, listener.connect)
+
+        async def send() -> None:
+            client = await server.connect()
+            await client.send_all(lines(1, 2))
+            await server.wait_until_logged(2)
+            await client.send_all(lines(3))  # its write fails
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            with pytest.raises(LogWriteError, match="No space left"):
+                await serve([listener], writer, emit_report=lambda report: None)
+    assert writer.totals == Totals(unique=2, duplicates=0)
+    assert server.logged() == lines(1, 2).splitlines(keepends=True)
+    await server.close_clients()
 
 
 @fail_after(TEST_TIMEOUT)
