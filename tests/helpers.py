@@ -500,13 +500,14 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 
     :meth:`connect` makes a ``trio.testing.memory_stream_pair``, queues the server's end for
     :meth:`accept` (like a kernel's backlog, it does not wait for the server to accept) and
-    returns the client's end. Once the listener is closed, connecting fails.
+    returns the client's end. Closing the listener closes the connections still queued;
+    connecting then fails.
     """
 
     closed: bool = False
     _queue: tuple[
-        trio.MemorySendChannel[trio.abc.Stream], trio.MemoryReceiveChannel[trio.abc.Stream]
-    ] = attrs.Factory(lambda: trio.open_memory_channel[trio.abc.Stream](math.inf))
+        trio.MemorySendChannel[StapledMemoryStream], trio.MemoryReceiveChannel[StapledMemoryStream]
+    ] = attrs.Factory(lambda: trio.open_memory_channel[StapledMemoryStream](math.inf))
 
     async def connect(self) -> MemoryClient:
         """Connect a client; its end of the connection.
@@ -526,6 +527,11 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 
     async def aclose(self) -> None:
         self.closed = True
+        with suppress(trio.WouldBlock, trio.ClosedResourceError):
+            while True:
+                queued = self._queue[1].receive_nowait()
+                queued.send_stream.close()
+                queued.receive_stream.close()
         self._queue[1].close()
         await trio.lowlevel.checkpoint()
 
@@ -541,7 +547,7 @@ class RunningServer(Generic[ClientT]):
         listeners: What it was handed to serve on.
         writer: The writer of its log.
         log: The path of its log.
-        started_at: Trio time when it started serving.
+        started_at: Trio time when it was started.
         reports: Each report so far: seconds since ``started_at``, and the line.
         done: Set once :func:`~numlog_trio.serve` has returned.
         totals: What it returned.
