@@ -1,54 +1,67 @@
-"""Fixtures that run the server in the test's own nursery (helpers in ``_inprocess.py``)."""
+"""Fixtures that run :func:`numlog_trio.serve` in the test's own nursery (see ``helpers.py``)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from helpers import RunningServer, StartServer
-
-from numlog_trio import LogWriter, ServerConfig, serve
-
-
-@pytest.fixture
-async def start_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """Start servers in the test's nursery, with ServerConfig options as keywords."""
-    started: list[RunningServer] = []
-    with ExitStack() as writers:
-
-        async def start(**options: Any) -> RunningServer:
-            log = tmp_path / f"numbers-{len(started)}.log"
-            # Left from an earlier run: every check of the log's content also checks that
-            # the server empties it at start.
-            log.write_bytes(b"000000999\n")
-            writer = writers.enter_context(LogWriter.open(log))
-            config = ServerConfig(**options)
-            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            writer.clear()
-            running = RunningServer(port=listeners[0].socket.getsockname()[1], log=log)
-            started.append(running)
-
-            async def run(task_status: trio.TaskStatus[None]) -> None:
-                emit = running.reports.append
-                running.totals = await serve(
-                    listeners, writer, emit_report=emit, config=config, task_status=task_status
-                )
-                running.done.set()
-
-            await nursery.start(run)
-            return running
-
-        yield start
-        for running in started:
-            for client in running.clients:
-                await client.aclose()
+import trio.testing
+from helpers import (
+    HOST,
+    MemoryClient,
+    MemoryListener,
+    RunningServer,
+    StartInProcess,
+    StartOnLoopback,
+    start_serving,
+)
 
 
 @pytest.fixture
-async def server(start_server: StartServer) -> RunningServer:
-    """A server with the default limits, started in the test's nursery."""
-    return await start_server()
+async def start_in_process(
+    tmp_path: Path, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> AsyncIterator[StartInProcess]:
+    """Start servers on a :class:`MemoryListener`, with ServerConfig options as keywords."""
+    # pytest-trio hands trio.run only a clock that the test itself asks for.
+    assert trio.lowlevel.current_clock() is autojump_clock, "the test must ask for autojump_clock"
+    started: list[RunningServer[MemoryClient]] = []
+
+    async def start(**options: Any) -> RunningServer[MemoryClient]:
+        listener = MemoryListener()
+        log = tmp_path / f"numbers-{len(started)}.log"
+        started.append(await start_serving(nursery, [listener], listener.connect, log, **options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        await server.close_clients()
+
+
+@pytest.fixture
+async def server(start_in_process: StartInProcess) -> RunningServer[MemoryClient]:
+    """A server with the default configuration, on a :class:`MemoryListener`."""
+    return await start_in_process()
+
+
+@pytest.fixture
+async def start_on_loopback(
+    tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[StartOnLoopback]:
+    """Start servers on TCP listeners of 127.0.0.1, port 0, with ServerConfig options."""
+    started: list[RunningServer[trio.SocketStream]] = []
+
+    async def start(**options: Any) -> RunningServer[trio.SocketStream]:
+        listeners = await trio.open_tcp_listeners(0, host=HOST)
+        port = listeners[0].socket.getsockname()[1]
+        connect = functools.partial(trio.open_tcp_stream, HOST, port)
+        log = tmp_path / f"numbers-{len(started)}.log"
+        started.append(await start_serving(nursery, listeners, connect, log, **options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        await server.close_clients()

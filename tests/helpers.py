@@ -21,6 +21,7 @@ runs out fails saying what it expected and what it saw, so no test can hang.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import selectors
@@ -31,19 +32,21 @@ import struct
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, ParamSpec
+from typing import Any, Final, Generic, ParamSpec, TypeVar
 
 import attrs
 import numpy as np
 import trio
+import trio.testing
 from numpy.typing import NDArray
 
-from numlog_trio import Totals
+from numlog_trio import LogWriter, ServerConfig, Totals, serve
 
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 10.0
@@ -408,67 +411,268 @@ def run_client(
 
 # The server in the test's own Trio run (fixtures in conftest.py).
 
+TEST_TIMEOUT: Final = 3 * TIMEOUT
+"""Real seconds a whole test may run (:func:`fail_after`): longer than any one wait, so that
+a wait that runs out fails with its own message."""
+
 P = ParamSpec("P")
+ClientT = TypeVar("ClientT", bound=trio.abc.Stream)
+StapledMemoryStream = trio.StapledStream[
+    trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream
+]
+
+
+@contextmanager
+def real_time_limit(seconds: float) -> Iterator[trio.CancelScope]:
+    """Cancel the block after ``seconds`` of real time, whichever clock the Trio run has.
+
+    On the autojump clock a ``trio.fail_after`` deadline is virtual: it passes whenever every
+    task is blocked, as they are while the writer waits for its worker threads. A timer
+    thread bounds the block in real time instead. The caller checks ``cancelled_caught``.
+    """
+    token = trio.lowlevel.current_trio_token()
+    with trio.CancelScope() as scope:
+
+        def cancel() -> None:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+
+        timer = threading.Timer(seconds, cancel)
+        timer.start()
+        try:
+            yield scope
+        finally:
+            timer.cancel()
 
 
 def fail_after(
     seconds: float,
 ) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
-    """Fail the decorated test if it runs longer than ``seconds`` (real time)."""
+    """Fail the decorated test if it runs longer than ``seconds`` of real time."""
 
     def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
         @functools.wraps(test)
         async def timed(*args: P.args, **kwargs: P.kwargs) -> None:
-            with trio.fail_after(seconds):
+            with real_time_limit(seconds) as limit:
                 await test(*args, **kwargs)
+            if limit.cancelled_caught:
+                raise AssertionError(f"the test was still running after {seconds} s")
 
         return timed
 
     return decorate
 
 
-@attrs.define(eq=False)
-class RunningServer:
-    """A server started by the ``start_server`` fixture, and what it did so far."""
+@attrs.define(eq=False, slots=False)
+class MemoryClient(trio.abc.HalfCloseableStream):
+    """A client's end of a connection made by :meth:`MemoryListener.connect`.
 
-    port: int
+    Attributes:
+        server_receives: How often the server called ``receive_some`` on its end of the
+            connection: 0 while the server has not read this client at all.
+    """
+
+    _stream: StapledMemoryStream
+    server_receives: int = 0
+
+    async def _count_server_receive(self) -> None:
+        self.server_receives += 1
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@attrs.define(eq=False, slots=False)
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose connections are memory streams, as in Trio's tests of its servers.
+
+    :meth:`connect` makes a ``trio.testing.memory_stream_pair``, queues the server's end for
+    :meth:`accept` (like a kernel's backlog, it does not wait for the server to accept) and
+    returns the client's end. Closing the listener closes the connections still queued;
+    connecting then fails.
+    """
+
+    closed: bool = False
+    _queue: tuple[
+        trio.MemorySendChannel[StapledMemoryStream], trio.MemoryReceiveChannel[StapledMemoryStream]
+    ] = attrs.Factory(lambda: trio.open_memory_channel[StapledMemoryStream](math.inf))
+
+    async def connect(self) -> MemoryClient:
+        """Connect a client; its end of the connection.
+
+        Raises:
+            trio.BrokenResourceError: The listener is closed.
+        """
+        await trio.lowlevel.checkpoint()
+        client_end, server_end = trio.testing.memory_stream_pair()
+        client = MemoryClient(client_end)
+        server_end.receive_stream.receive_some_hook = client._count_server_receive
+        self._queue[0].send_nowait(server_end)
+        return client
+
+    async def accept(self) -> trio.abc.Stream:
+        return await self._queue[1].receive()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        with suppress(trio.WouldBlock, trio.ClosedResourceError):
+            while True:
+                queued = self._queue[1].receive_nowait()
+                queued.send_stream.close()
+                queued.receive_stream.close()
+        self._queue[1].close()
+        await trio.lowlevel.checkpoint()
+
+
+@attrs.define(eq=False)
+class RunningServer(Generic[ClientT]):
+    """:func:`numlog_trio.serve` running in the test's nursery, and what it did so far.
+
+    Started by :func:`start_serving` (through the fixtures in conftest.py), or built by a
+    test that awaits serve itself, to see what it raises.
+
+    Attributes:
+        listeners: What it was handed to serve on.
+        writer: The writer of its log.
+        log: The path of its log.
+        started_at: Trio time when it was started.
+        reports: Each report so far: seconds since ``started_at``, and the line.
+        done: Set once :func:`~numlog_trio.serve` has returned.
+        totals: What it returned.
+        clients: The connections opened by :meth:`connect`, closed when the test ends.
+    """
+
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]
+    writer: LogWriter
     log: Path
+    _open_client: Callable[[], Awaitable[ClientT]]
+    started_at: float = attrs.Factory(trio.current_time)
+    reports: list[tuple[float, str]] = attrs.Factory(list)
     done: trio.Event = attrs.Factory(trio.Event)
     totals: Totals | None = None
-    reports: list[str] = attrs.Factory(list)
-    clients: list[trio.SocketStream] = attrs.Factory(list)
+    clients: list[ClientT] = attrs.Factory(list)
+    _shutdown: trio.Event = attrs.Factory(trio.Event)
 
-    async def connect(self) -> trio.SocketStream:
+    async def connect(self) -> ClientT:
         """Open a client connection, closed when the test ends."""
-        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        stream = await self._open_client()
         self.clients.append(stream)
         return stream
+
+    def stop(self) -> None:
+        """Fire the shutdown trigger that serve was handed."""
+        self._shutdown.set()
 
     def logged(self) -> list[bytes]:
         """Return the lines of the log, each with its newline, in the order written."""
         return self.log.read_bytes().splitlines(keepends=True)
 
-    async def wait_until_logged(self, count: int) -> None:
-        """Wait until the log holds at least ``count`` lines."""
-        while len(self.logged()) < count:  # noqa: ASYNC110 (the file is what we observe)
-            await trio.sleep(0.01)
+    async def wait_until_logged(self, count: int, within: float = TIMEOUT) -> None:
+        """Wait until the writer has written and counted at least ``count`` distinct numbers.
 
-    async def wait_until_stopped(self) -> Totals:
-        """Wait until :func:`numlog_trio.serve` has returned, and return its totals."""
-        await self.done.wait()
-        assert self.totals is not None
-        return self.totals
+        The writer works in threads, so this checks at every checkpoint rather than waiting
+        on the clock: on the autojump clock no virtual time passes meanwhile (no report or
+        idle timeout falls due because a thread was busy).
+
+        Raises:
+            AssertionError: ``within`` seconds passed first; says how many lines the log has.
+        """
+        with real_time_limit(within):
+            while self.writer.totals.unique < count:
+                await trio.lowlevel.checkpoint()
+            return
+        raise AssertionError(
+            f"log has {len(self.logged())} of {count} lines after {within} s "
+            f"({self.writer.totals} counted)"
+        )
+
+    async def wait_until_stopped(self, within: float = TIMEOUT) -> Totals:
+        """Wait until :func:`numlog_trio.serve` has returned, and return its totals.
+
+        Raises:
+            AssertionError: It was still serving after ``within`` seconds.
+        """
+        with real_time_limit(within):
+            await self.done.wait()
+            assert self.totals is not None
+            return self.totals
+        raise AssertionError(
+            f"serve had not returned after {within} s; log has {len(self.logged())} lines"
+        )
+
+    async def close_clients(self) -> None:
+        """Close every connection opened by :meth:`connect`."""
+        for client in self.clients:
+            await client.aclose()
 
 
-StartServer = Callable[..., Awaitable[RunningServer]]
+async def start_serving(
+    nursery: trio.Nursery,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    open_client: Callable[[], Awaitable[ClientT]],
+    log: Path,
+    **options: Any,
+) -> RunningServer[ClientT]:
+    """Start :func:`numlog_trio.serve` in ``nursery``, with a new log and a shutdown trigger.
+
+    Args:
+        nursery: Runs the server.
+        listeners: Handed to serve (which closes them).
+        open_client: Opens a connection to the listeners.
+        log: Path of a new log file; the writer is closed when serve ends.
+        options: :class:`~numlog_trio.ServerConfig` options.
+    """
+    config = ServerConfig(**options)
+    writer = LogWriter.open(log)
+    server = RunningServer(listeners, writer, log, open_client)
+
+    def record(report: str) -> None:
+        server.reports.append((trio.current_time() - server.started_at, report))
+
+    async def run(task_status: trio.TaskStatus[None]) -> None:
+        with writer:
+            server.totals = await serve(
+                listeners,
+                writer,
+                emit_report=record,
+                config=config,
+                shutdown_trigger=server._shutdown.wait,
+                task_status=task_status,
+            )
+        server.done.set()
+
+    await nursery.start(run)
+    return server
 
 
-async def is_closed_by_server(stream: trio.SocketStream) -> bool:
-    """Wait for the server to close the connection; True if it sent nothing before."""
-    try:
-        return await stream.receive_some() == b""
-    except trio.BrokenResourceError:
-        return True  # reset: the server closed with our data unread
+StartInProcess = Callable[..., Awaitable[RunningServer[MemoryClient]]]
+StartOnLoopback = Callable[..., Awaitable[RunningServer[trio.SocketStream]]]
+
+
+async def is_closed_by_server(stream: trio.abc.ReceiveStream, within: float = TIMEOUT) -> bool:
+    """Wait for the server to close the connection; True if it sent nothing before.
+
+    Raises:
+        AssertionError: The connection was still open after ``within`` seconds.
+    """
+    with real_time_limit(within):
+        try:
+            return await stream.receive_some() == b""
+        except trio.BrokenResourceError:
+            return True  # reset: the server closed with our data unread
+    raise AssertionError(f"the server kept the connection open for {within} s")
 
 
 async def reset(stream: trio.SocketStream) -> None:

@@ -1,41 +1,46 @@
-"""Hostile and broken clients against the real server, while well-behaved clients go on.
+"""Hostile and broken clients against serve(), while well-behaved clients go on.
 
 Each test checks three things: the bad connection is closed without a reply (or simply ends),
 the other clients keep being served meanwhile, and exactly their numbers (and the valid ones
 the bad client sent before its bad line) land in the log, each once.
 
-Rules: localhost only (127.0.0.1), port 0 so tests never collide, the real clock (an autojump
-clock would jump while a loopback round trip leaves every task blocked), a temporary log
-file, and an absolute timeout on every test so none can hang.
+Tests run in process on memory streams and the autojump clock, or, where only a kernel socket
+shows the behaviour, in process on loopback with the real clock (the ways and their rules are
+in ``helpers.py``). On loopback: a line without end (TCP's back-pressure on the sender), a
+reset mid-line, and a flood of connects and resets.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import socket
 from collections.abc import Iterator
+from typing import Generic
 
 import attrs
 import pytest
 import trio
 import trio.lowlevel
 from helpers import (
-    TIMEOUT,
+    QUICK,
+    TEST_TIMEOUT,
+    ClientT,
+    MemoryClient,
     RunningServer,
-    StartServer,
+    StartInProcess,
+    StartOnLoopback,
     fail_after,
     is_closed_by_server,
+    line,
     lines,
     numbered_lines,
     reset,
 )
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 import numlog_trio._server
-from numlog_trio import Framed, LineFramer, Outcome, ServerConfig, Totals
+from numlog_trio import Framed, LineFramer, Outcome, Totals
 from numlog_trio._server import RECEIVE_SIZE
 
-IDLE_TIMEOUT = 0.3
+IDLE_TIMEOUT = 30.0
 """Seconds of silence after which the idle-timeout tests expect a client to be dropped."""
 BYSTANDER_BASE = 900_000_000
 """Bystanders send numbers from here up, apart from any number a hostile client sends."""
@@ -82,16 +87,16 @@ def framers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RecordingFramer]]:
 
 
 @attrs.define(eq=False)
-class Bystanders:
+class Bystanders(Generic[ClientT]):
     """Well-behaved clients that keep sending new numbers while a hostile client acts."""
 
-    server: RunningServer
-    streams: list[trio.SocketStream]
+    server: RunningServer[ClientT]
+    streams: list[ClientT]
     sent: list[bytes] = attrs.Factory(list)
     """Every line sent so far."""
 
     @classmethod
-    async def join(cls, server: RunningServer, count: int = 2) -> Bystanders:
+    async def join(cls, server: RunningServer[ClientT], count: int = 2) -> Bystanders[ClientT]:
         return cls(server, [await server.connect() for _ in range(count)])
 
     async def send_round(self, per_client: int = 10) -> None:
@@ -107,20 +112,24 @@ class Bystanders:
 
 
 async def terminate_and_check_log(
-    server: RunningServer, terminator: trio.SocketStream, expected: list[bytes]
+    server: RunningServer[ClientT], terminator: ClientT, expected: list[bytes]
 ) -> None:
     """Wait until the log holds ``expected``, terminate, and check it holds exactly that."""
     await server.wait_until_logged(len(expected))
-    await terminator.send_all(b"terminate\n")
-    with trio.fail_after(1):  # shutdown takes milliseconds
-        assert await server.wait_until_stopped() == Totals(unique=len(expected), duplicates=0)
+    await terminator.send_all(line("terminate"))
+    totals = await server.wait_until_stopped(within=QUICK)  # shutdown takes milliseconds
+    assert totals == Totals(unique=len(expected), duplicates=0)
     assert sorted(server.logged()) == sorted(expected)
 
 
-@fail_after(TIMEOUT)
+# On loopback: what needs a kernel socket ----------------------------------------------------
+
+
+@fail_after(TEST_TIMEOUT)
 async def test_a_stream_without_newlines_is_cut_off_at_once_and_never_held(
-    server: RunningServer, framers: list[RecordingFramer]
+    start_on_loopback: StartOnLoopback, framers: list[RecordingFramer]
 ) -> None:
+    server = await start_on_loopback()
     bystanders = await Bystanders.join(server)
     offender = await server.connect()
     async with trio.open_nursery() as chatting:
@@ -142,62 +151,11 @@ async def test_a_stream_without_newlines_is_cut_off_at_once_and_never_held(
     await terminate_and_check_log(server, bystanders.streams[0], bystanders.sent)
 
 
-@pytest.mark.parametrize(
-    ("column", "bad_byte"), [(4, b"x"), (9, b"\r")], ids=["bad-digit", "bad-newline"]
-)
-@fail_after(TIMEOUT)
-async def test_one_bad_byte_in_a_megabyte_keeps_exactly_the_lines_before_it(
-    server: RunningServer, column: int, bad_byte: bytes
-) -> None:
-    bad_line = 54_321
-    stream = bytearray(numbered_lines(0, 100_000))  # 1 MB
-    stream[bad_line * 10 + column : bad_line * 10 + column + 1] = bad_byte
-    bystanders = await Bystanders.join(server)
-    offender = await server.connect()
-    async with trio.open_nursery() as chatting:
-        chatting.start_soon(bystanders.chat)
-        # A reset is likely: the server closes with the rest of the megabyte unread.
-        with contextlib.suppress(trio.BrokenResourceError):
-            await offender.send_all(stream)
-        assert await is_closed_by_server(offender)
-    await bystanders.send_round()
-    expected = numbered_lines(0, bad_line).splitlines(keepends=True) + bystanders.sent
-    await terminate_and_check_log(server, bystanders.streams[0], expected)
-
-
-@fail_after(TIMEOUT)
-async def test_lines_sent_one_byte_per_segment_are_logged(
-    server: RunningServer, framers: list[RecordingFramer]
-) -> None:
-    bystanders = await Bystanders.join(server)
-    trickler = await server.connect()
-    trickler.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-    stream = lines(123_456_789, 7) + b"terminate\n"
-    await bystanders.send_round()
-    await server.wait_until_logged(len(bystanders.sent))
-    async with trio.open_nursery() as chatting:
-        chatting.start_soon(bystanders.chat)
-        for byte in stream[:20]:
-            await trickler.send_all(bytes([byte]))
-            await trio.sleep(0.002)
-    expected = [*bystanders.sent, *lines(123_456_789, 7).splitlines(keepends=True)]
-    await server.wait_until_logged(len(expected))
-    for byte in stream[20:]:  # terminate, one byte at a time too
-        await trickler.send_all(bytes([byte]))
-        await trio.sleep(0.002)
-    with trio.fail_after(1):
-        assert await server.wait_until_stopped() == Totals(unique=len(expected), duplicates=0)
-    assert sorted(server.logged()) == sorted(expected)
-    # The bytes really arrived one by one: most receives held a single byte.
-    (trickled,) = (framer for framer in framers if framer.outcome is Outcome.TERMINATE)
-    assert sum(trickled.fed) == len(stream)
-    assert trickled.fed.count(1) >= len(stream) // 2, trickled.fed
-
-
-@fail_after(TIMEOUT)
+@fail_after(TEST_TIMEOUT)
 async def test_a_client_resetting_mid_line_costs_only_its_unfinished_line(
-    server: RunningServer,
+    start_on_loopback: StartOnLoopback,
 ) -> None:
+    server = await start_on_loopback()
     bystanders = await Bystanders.join(server)
     resetter = await server.connect()
     await resetter.send_all(lines(1) + b"0000")
@@ -211,36 +169,12 @@ async def test_a_client_resetting_mid_line_costs_only_its_unfinished_line(
     await terminate_and_check_log(server, witness, [lines(1), lines(2), *bystanders.sent])
 
 
-@fail_after(TIMEOUT)
-async def test_a_client_that_never_sends_holds_one_slot_and_terminate_still_ends_all(
-    server: RunningServer,
-) -> None:
-    silent = await server.connect()
-    busy = [await server.connect() for _ in range(4)]
-    expected: list[bytes] = []
-    for index, stream in enumerate(busy):
-        expected.append(lines(index))
-        await stream.send_all(expected[-1])
-    await server.wait_until_logged(4)
-    sixth = await server.connect()
-    await sixth.send_all(lines(99))
-    # Without an idle timeout the silent client keeps its slot: the sixth client stays
-    # unread while the four others go on being served.
-    for index, stream in enumerate(busy):
-        await trio.sleep(0.1)
-        expected.append(lines(10 + index))
-        await stream.send_all(expected[-1])
-    await terminate_and_check_log(server, busy[0], expected)
-    for stream in (silent, *busy, sixth):
-        assert await is_closed_by_server(stream)
-
-
 FLOOD = 300
 
 
-async def flood_once(port: int, kind: int) -> None:
+async def flood_once(server: RunningServer[trio.SocketStream], kind: int) -> None:
     """Connect and leave at once: close, reset, or either after half a line."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = await server.connect()
     if kind in {2, 3}:
         await stream.send_all(b"0000")
     if kind in {1, 3}:
@@ -249,10 +183,11 @@ async def flood_once(port: int, kind: int) -> None:
         await stream.aclose()
 
 
-@fail_after(TIMEOUT)
+@fail_after(TEST_TIMEOUT)
 async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
-    server: RunningServer,
+    start_on_loopback: StartOnLoopback,
 ) -> None:
+    server = await start_on_loopback()
     per_client = 1000
     sent: list[bytes] = []
 
@@ -269,7 +204,7 @@ async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
 
     async with trio.open_nursery() as burst:
         for index in range(FLOOD):
-            burst.start_soon(flood_once, server.port, index % 4)
+            burst.start_soon(flood_once, server, index % 4)
             if index % (FLOOD // 5) == 0:
                 burst.start_soon(real_client, index * per_client)
     assert len(sent) == 5 * per_client
@@ -279,42 +214,146 @@ async def test_a_connection_flood_loses_none_of_the_real_clients_numbers(
     await terminate_and_check_log(server, late, [*sent, lines(999_999_999)])
 
 
-# Slow clients and the idle timeout --------------------------------------------------------
+# On memory streams ---------------------------------------------------------------------------
 
 
-def test_idle_clients_are_never_timed_out_by_default() -> None:
-    # What that means is shown by the never-sending client above: it keeps its slot.
-    assert ServerConfig().idle_timeout == math.inf
-
-
-@fail_after(TIMEOUT)
-async def test_an_idle_timeout_frees_the_slots_of_five_silent_clients_for_a_sixth(
-    start_server: StartServer,
+@pytest.mark.parametrize(
+    ("column", "bad_byte"), [(4, b"x"), (9, b"\r")], ids=["bad-digit", "bad-newline"]
+)
+@fail_after(TEST_TIMEOUT)
+async def test_one_bad_byte_in_a_megabyte_keeps_exactly_the_lines_before_it(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock, column: int, bad_byte: bytes
 ) -> None:
-    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    bad_line = 54_321  # in the second receive buffer
+    stream = bytearray(numbered_lines(0, 100_000))  # 1 MB
+    stream[bad_line * 10 + column : bad_line * 10 + column + 1] = bad_byte
+    bystanders = await Bystanders.join(server)
+    offender = await server.connect()
+    async with trio.open_nursery() as chatting:
+        chatting.start_soon(bystanders.chat)
+        await offender.send_all(stream)
+        assert await is_closed_by_server(offender)
+    await bystanders.send_round()
+    expected = numbered_lines(0, bad_line).splitlines(keepends=True) + bystanders.sent
+    await terminate_and_check_log(server, bystanders.streams[0], expected)
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_lines_sent_one_byte_at_a_time_are_logged(
+    server: RunningServer[MemoryClient],
+    autojump_clock: MockClock,
+    framers: list[RecordingFramer],
+) -> None:
+    bystanders = await Bystanders.join(server)
+    trickler = await server.connect()
+    stream = lines(123_456_789, 7) + line("terminate")
+    expected = lines(123_456_789, 7).splitlines(keepends=True)
+    for sent in range(1, 21):
+        await trickler.send_all(stream[sent - 1 : sent])
+        # The bystanders go on, and the writer keeps up with them, so that no handler ever
+        # waits for a receive buffer: the trickler's handler reads each byte on its own.
+        await bystanders.send_round(per_client=1)
+        await server.wait_until_logged(len(bystanders.sent) + stream[:sent].count(b"\n"))
+    for sent in range(21, len(stream) + 1):  # terminate, one byte at a time too
+        await trickler.send_all(stream[sent - 1 : sent])
+        await wait_all_tasks_blocked()
+    assert await server.wait_until_stopped(within=QUICK) == Totals(
+        unique=len(bystanders.sent) + len(expected), duplicates=0
+    )
+    assert sorted(server.logged()) == sorted([*bystanders.sent, *expected])
+    (trickled,) = (framer for framer in framers if framer.outcome is Outcome.TERMINATE)
+    assert trickled.fed == [1] * len(stream)
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_a_client_that_never_sends_holds_one_slot_and_terminate_still_ends_all(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
+    silent = await server.connect()
+    busy = [await server.connect() for _ in range(4)]
+    expected: list[bytes] = []
+    for index, stream in enumerate(busy):
+        expected.append(lines(index))
+        await stream.send_all(expected[-1])
+    await server.wait_until_logged(4)
+    sixth = await server.connect()
+    await sixth.send_all(lines(99))
+    # Without an idle timeout the silent client keeps its slot, minutes long: the sixth
+    # client stays unread while the four others go on being served.
+    for index, stream in enumerate(busy):
+        await trio.sleep(60)
+        expected.append(lines(10 + index))
+        await stream.send_all(expected[-1])
+    await server.wait_until_logged(len(expected))
+    await wait_all_tasks_blocked()
+    assert sixth.server_receives == 0, "the sixth client was read while five held the slots"
+    await terminate_and_check_log(server, busy[0], expected)
+    for stream in (silent, *busy, sixth):
+        assert await is_closed_by_server(stream)
+
+
+# Slow clients and the idle timeout (memory streams, autojump clock) -------------------------
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_without_an_idle_timeout_a_silent_client_is_kept_for_a_day(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(report_interval=3600)  # no idle timeout: the default
+    client = await server.connect()
+    with trio.move_on_after(24 * 60 * 60) as day:
+        received = await client.receive_some()
+    assert day.cancelled_caught, f"the server closed a silent client (it sent {received!r})"
+    await client.send_all(lines(1))
+    await terminate_and_check_log(server, client, [lines(1)])
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_an_idle_client_is_closed_after_exactly_the_timeout_of_silence(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(idle_timeout=IDLE_TIMEOUT)
+    client = await server.connect()
+    await trio.sleep(IDLE_TIMEOUT * 0.9)  # silent, but not for long enough
+    # The numbers sent before going silent are kept; an unfinished line is not.
+    await client.send_all(lines(1) + b"0000")
+    last_sent = trio.current_time()
+    assert await is_closed_by_server(client)
+    assert trio.current_time() - last_sent == pytest.approx(IDLE_TIMEOUT)
+    await terminate_and_check_log(server, await server.connect(), [lines(1)])
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_an_idle_timeout_frees_the_slots_of_five_silent_clients_for_a_sixth(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(idle_timeout=IDLE_TIMEOUT)
     started = trio.current_time()
     silent = [await server.connect() for _ in range(5)]
-    # The numbers sent before going silent are kept; an unfinished line is not.
     await silent[0].send_all(lines(1) + b"0000")
     await silent[1].send_all(lines(2))
-    # The sixth waits for a slot longer than the timeout, but waiting is not being idle.
     sixth = await server.connect()
     for stream in silent:
         assert await is_closed_by_server(stream)
-    assert trio.current_time() - started >= IDLE_TIMEOUT
+    assert trio.current_time() - started == pytest.approx(IDLE_TIMEOUT)
+    # The sixth waited for a slot as long as the timeout, but waiting is not being idle: it
+    # is served now, and its silence is timed from here.
+    await wait_all_tasks_blocked()
+    assert sixth.server_receives == 1
+    await trio.sleep(IDLE_TIMEOUT / 2)
     await sixth.send_all(lines(3))
     await terminate_and_check_log(server, sixth, [lines(1), lines(2), lines(3)])
 
 
-@fail_after(TIMEOUT)
+@fail_after(TEST_TIMEOUT)
 async def test_an_idle_timeout_spares_a_client_that_sends_slowly_but_steadily(
-    start_server: StartServer,
+    start_in_process: StartInProcess, autojump_clock: MockClock
 ) -> None:
-    server = await start_server(idle_timeout=IDLE_TIMEOUT)
+    server = await start_in_process(idle_timeout=IDLE_TIMEOUT)
     slow = await server.connect()
     started = trio.current_time()
     for byte in lines(42):  # one byte every fifth of the timeout: twice the timeout in all
         await trio.sleep(IDLE_TIMEOUT / 5)
         await slow.send_all(bytes([byte]))
-    assert trio.current_time() - started >= 2 * IDLE_TIMEOUT
+    assert trio.current_time() - started == pytest.approx(2 * IDLE_TIMEOUT)
     await terminate_and_check_log(server, slow, [lines(42)])

@@ -1,139 +1,277 @@
-"""The server over real TCP, started in the test's own nursery.
+"""serve() in the test's own Trio run: logging, the client limit, terminate, shutdown, reports.
 
-Rules: localhost only (127.0.0.1), port 0 so tests never collide, the real clock (an autojump
-clock would jump while a loopback round trip leaves every task blocked), a temporary log
-file, and an absolute timeout on every test so none can hang.
+In process on memory streams and the autojump clock (rules in ``helpers.py``), except the test
+under load, which runs on loopback: its floods need TCP's back-pressure, where a memory stream
+would buffer without limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
 import trio
 from helpers import (
+    TEST_TIMEOUT,
     TIMEOUT,
+    MemoryClient,
+    MemoryListener,
     RunningServer,
-    StartServer,
+    StartInProcess,
+    StartOnLoopback,
     fail_after,
     is_closed_by_server,
+    line,
     lines,
     numbered_lines,
 )
+from trio.testing import MockClock, wait_all_tasks_blocked
 
-from numlog_trio import ServerConfig, Totals
+from numlog_trio import LogWriteError, LogWriter, ServerConfig, Totals, serve
 
 
-@fail_after(TIMEOUT)
-async def test_numbers_from_several_clients_are_logged_once(server: RunningServer) -> None:
+@fail_after(TEST_TIMEOUT)
+async def test_numbers_from_several_clients_are_logged_once(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
     first, second = await server.connect(), await server.connect()
     await first.send_all(lines(1, 2, 3, 2))
     await second.send_all(lines(3, 4, 999_999_999, 0))
     await server.wait_until_logged(6)
-    await first.send_all(b"terminate\n")
+    await first.send_all(line("terminate"))
     assert await server.wait_until_stopped() == Totals(unique=6, duplicates=2)
     assert sorted(server.logged()) == sorted(lines(0, 1, 2, 3, 4, 999_999_999).splitlines(True))
 
 
-@fail_after(TIMEOUT)
+@fail_after(TEST_TIMEOUT)
 async def test_terminate_after_numbers_in_the_same_packet_keeps_them(
-    server: RunningServer,
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
 ) -> None:
     client = await server.connect()
-    await client.send_all(lines(*range(1000)) + b"terminate\n" + lines(5000))
+    await client.send_all(lines(*range(1000)) + line("terminate") + lines(5000))
     assert await server.wait_until_stopped() == Totals(unique=1000, duplicates=0)
     assert server.logged() == lines(*range(1000)).splitlines(keepends=True)
 
 
-@fail_after(TIMEOUT)
+@fail_after(TEST_TIMEOUT)
 async def test_terminate_disconnects_every_client_waiting_ones_too(
-    start_server: StartServer,
+    start_in_process: StartInProcess, autojump_clock: MockClock
 ) -> None:
-    server = await start_server(max_clients=2)
+    server = await start_in_process(max_clients=2)
     served, terminator, waiting = [await server.connect() for _ in range(3)]
     await served.send_all(lines(7))
+    await waiting.send_all(lines(8))
     await server.wait_until_logged(1)
-    await terminator.send_all(b"terminate\n")
+    await wait_all_tasks_blocked()
+    assert waiting.server_receives == 0, "the third client was read while two held the slots"
+    await terminator.send_all(line("terminate"))
     for stream in (served, terminator, waiting):
         assert await is_closed_by_server(stream)
     assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
-    assert server.logged() == [lines(7)]
+    assert server.logged() == [line(7)]
 
 
-@fail_after(TIMEOUT)
-async def test_a_sixth_client_waits_unread_until_a_slot_frees(server: RunningServer) -> None:
+@fail_after(TEST_TIMEOUT)
+async def test_a_sixth_client_waits_unread_until_a_slot_frees(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
     holders = [await server.connect() for _ in range(5)]
     for index, holder in enumerate(holders):
         await holder.send_all(lines(index))
     await server.wait_until_logged(5)
     sixth = await server.connect()
-    await sixth.send_all(lines(6) + b"terminate\n")
-    await trio.sleep(0.3)
-    assert len(server.logged()) == 5
+    await sixth.send_all(lines(6) + line("terminate"))
+    await wait_all_tasks_blocked()
+    assert sixth.server_receives == 0, "the sixth client was read while five held the slots"
     assert not server.done.is_set()
 
     await holders[0].aclose()
     assert await server.wait_until_stopped() == Totals(unique=6, duplicates=0)
-    assert server.logged()[-1] == lines(6)
+    assert sixth.server_receives > 0
+    assert server.logged()[-1] == line(6)
 
 
-@fail_after(TIMEOUT)
-async def test_max_clients_sets_the_number_of_slots(start_server: StartServer) -> None:
-    server = await start_server(max_clients=1)
+@fail_after(TEST_TIMEOUT)
+async def test_max_clients_sets_the_number_of_slots(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    server = await start_in_process(max_clients=1)
     holder, second = await server.connect(), await server.connect()
     await holder.send_all(lines(1))
+    await second.send_all(lines(2) + line("terminate"))
     await server.wait_until_logged(1)
-    await second.send_all(lines(2) + b"terminate\n")
-    await trio.sleep(0.3)
-    assert server.logged() == [lines(1)]
-    await holder.send_all(b"terminate\n")
+    await wait_all_tasks_blocked()
+    assert second.server_receives == 0, "the second client was read while one held the slot"
+    await holder.send_all(line("terminate"))
     assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
+    assert server.logged() == [line(1)]
 
 
-@fail_after(TIMEOUT)
-async def test_an_invalid_line_closes_only_that_connection(server: RunningServer) -> None:
+@fail_after(TEST_TIMEOUT)
+async def test_an_invalid_line_closes_only_that_connection(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
     bystander = await server.connect()
     offender = await server.connect()
     await offender.send_all(lines(1, 2) + b"12345678\n" + lines(3))
     assert await is_closed_by_server(offender)
     await bystander.send_all(lines(4))
     await server.wait_until_logged(3)
-    await bystander.send_all(b"terminate\n")
+    await bystander.send_all(line("terminate"))
     await server.wait_until_stopped()
     assert server.logged() == lines(1, 2, 4).splitlines(keepends=True)
 
 
-@fail_after(TIMEOUT)
-async def test_a_partial_line_at_end_of_stream_is_discarded(server: RunningServer) -> None:
+@fail_after(TEST_TIMEOUT)
+async def test_a_partial_line_at_end_of_stream_is_discarded(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
     client = await server.connect()
     await client.send_all(lines(1) + b"00000")
     await client.send_eof()
     assert await is_closed_by_server(client)
     other = await server.connect()
-    await other.send_all(b"terminate\n")
+    await other.send_all(line("terminate"))
     assert await server.wait_until_stopped() == Totals(unique=1, duplicates=0)
-    assert server.logged() == [lines(1)]
+    assert server.logged() == [line(1)]
 
 
-@fail_after(TIMEOUT)
-async def test_reports_are_printed_while_serving(start_server: StartServer) -> None:
-    server = await start_server(report_interval=0.1)
+@fail_after(TEST_TIMEOUT)
+async def test_a_report_every_ten_seconds_of_serving(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
     client = await server.connect()
     await client.send_all(lines(1, 2, 2))
-    while not any(line.endswith("total: 2") for line in server.reports):  # noqa: ASYNC110
-        await trio.sleep(0.01)
-    assert "Received 2 unique numbers, 1 duplicates. Unique total: 2" in server.reports
+    await server.wait_until_logged(2)  # no Trio time passes while the writer works
+    await trio.sleep(25)
+    assert [seconds for seconds, _ in server.reports] == pytest.approx([10, 20])
+    assert [report for _, report in server.reports] == [
+        "Received 2 unique numbers, 1 duplicates. Unique total: 2",
+        "Received 0 unique numbers, 0 duplicates. Unique total: 2",
+    ]
 
 
-@fail_after(TIMEOUT)
-async def test_the_log_is_emptied_once_serving_starts(server: RunningServer) -> None:
-    assert server.logged() == []
+@fail_after(TEST_TIMEOUT)
+async def test_serve_returns_when_triggered_once_every_number_handed_over_is_logged(
+    server: RunningServer[MemoryClient],
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The log's writes wait at a gate, so the trigger fires while the writer holds every
+    # batch: only a drain that finishes the writer's work keeps them.
+    gate = threading.Event()
+    real_writev = os.writev
+
+    def gated_writev(fd: int, buffers: list[memoryview]) -> int:
+        gate.wait(TIMEOUT)
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", gated_writev)
+    # Three clients, so that the receive buffers the writer holds leave each a buffer to
+    # read its block into, and one to wait for more in.
+    sent = [numbered_lines(client * 100_000, 30_000) for client in range(3)]
+    try:
+        for block in sent:
+            await (await server.connect()).send_all(block)
+        await wait_all_tasks_blocked()
+        # Each handler read its block, handed it over, and waits to read again.
+        assert [client.server_receives for client in server.clients] == [2, 2, 2]
+        assert server.writer.totals == Totals()
+        server.stop()
+        await wait_all_tasks_blocked()
+        assert not server.done.is_set(), "serve returned with the writer's work undone"
+    finally:
+        gate.set()
+    assert await server.wait_until_stopped() == Totals(unique=90_000, duplicates=0)
+    assert sorted(server.logged()) == sorted(b"".join(sent).splitlines(keepends=True))
+    for client in server.clients:
+        assert await is_closed_by_server(client)
 
 
-@fail_after(30)
+@fail_after(TEST_TIMEOUT)
+async def test_serve_closes_the_listeners_it_was_handed(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock
+) -> None:
+    (listener,) = server.listeners
+    assert isinstance(listener, MemoryListener)
+    assert not listener.closed
+    server.stop()
+    await server.wait_until_stopped()
+    assert listener.closed
+    with pytest.raises(trio.BrokenResourceError):
+        await server.connect()
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_serve_leaves_the_signal_handlers_as_it_found_them(
+    start_in_process: StartInProcess, autojump_clock: MockClock
+) -> None:
+    def handlers() -> list[object]:
+        return [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
+
+    def stand_in(signum: int, frame: object) -> None:
+        raise AssertionError(f"signal {signum} arrived during the test")
+
+    # Handlers of this test's own, so that one set by an earlier test cannot hide a change.
+    found = [signal.signal(signum, stand_in) for signum in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        server = await start_in_process()
+        assert handlers() == [stand_in, stand_in]
+        client = await server.connect()
+        await client.send_all(line("terminate"))
+        await server.wait_until_stopped()
+        assert handlers() == [stand_in, stand_in]
+    finally:
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), found, strict=True):
+            signal.signal(signum, handler)
+
+
+@fail_after(TEST_TIMEOUT)
+async def test_a_failing_log_makes_serve_raise_log_write_error_alone_with_the_count_logged(
+    tmp_path: Path,
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_writev = os.writev
+    writes = 0
+
+    def writev_until_the_disk_is_full(fd: int, buffers: list[memoryview]) -> int:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev_until_the_disk_is_full)
+    listener = MemoryListener()
+    log = tmp_path / "numbers.log"
+    with LogWriter.open(log) as writer:
+        # serve is run here, not by a fixture, to see what it raises.
+        server = RunningServer([listener], writer, log, listener.connect)
+
+        async def send() -> None:
+            client = await server.connect()
+            await client.send_all(lines(1, 2))
+            await server.wait_until_logged(2)
+            await client.send_all(lines(3))  # its write fails
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            with pytest.raises(LogWriteError, match="No space left"):
+                await serve([listener], writer, emit_report=lambda report: None)
+    assert writer.totals == Totals(unique=2, duplicates=0)
+    assert server.logged() == lines(1, 2).splitlines(keepends=True)
+    await server.close_clients()
+
+
+@fail_after(TEST_TIMEOUT)
 async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_syncs(
-    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+    start_on_loopback: StartOnLoopback, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[int] = []
     real_fsync = os.fsync
@@ -143,7 +281,7 @@ async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_sync
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    server = await start_server()
+    server = await start_on_loopback()
 
     async def flood(stream: trio.SocketStream, base: int) -> None:
         block = numbered_lines(base, 100_000)
@@ -156,7 +294,7 @@ async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_sync
             floods.start_soon(flood, await server.connect(), (index + 1) * 100_000_000)
         await server.wait_until_logged(300_000)  # the writer is busy with the floods
         terminator = await server.connect()
-        await terminator.send_all(numbered_lines(0, 1000) + b"terminate\n")
+        await terminator.send_all(numbered_lines(0, 1000) + line("terminate"))
         await server.wait_until_stopped()
     logged = set(server.logged())
     assert all(line in logged for line in numbered_lines(0, 1000).splitlines(keepends=True))
