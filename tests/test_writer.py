@@ -13,8 +13,7 @@ import pytest
 import trio
 from helpers import lines
 
-from numlog_trio import LogOpenError, LogWriteError, LogWriter, Totals, _writer
-from numlog_trio import MemoryOutError
+from numlog_trio import LogOpenError, LogWriteError, LogWriter, MemoryOutError, Totals, _writer
 from numlog_trio._writer import Batch
 
 
