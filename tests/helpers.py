@@ -549,9 +549,11 @@ class ServerProcess:
     def __str__(self) -> str:
         return f"stdout {self.stdout!r}, stderr {self.stderr!r}"
 
-    async def wait_listening(self) -> None:
+    async def wait_listening(self, within: float = TIMEOUT) -> None:
         """Wait until the server says it listens, and take the port from what it said."""
-        await self.wait_until(lambda: LISTENING.search(self._stderr) is not None, "listening line")
+        await self.wait_until(
+            lambda: LISTENING.search(self._stderr) is not None, "listening line", within
+        )
         match = LISTENING.search(self._stderr)
         assert match is not None
         self.port = int(match[1])
