@@ -13,6 +13,9 @@ Rules for every test (stated here once; each test module says which way it runs 
   "listening" line, its working directory the test's ``tmp_path``. A server still running
   when the test ends is killed.
 
+``benchmarks/load.py`` starts its servers with :func:`start_server` too, where only the ``load``
+extra is installed: this module imports neither pytest nor hypothesis.
+
 Servers never use port 4000 and log to a temporary file. Every wait is bounded by an
 absolute timeout (:data:`TIMEOUT` seconds unless a test says otherwise), and a wait that
 runs out fails saying what it expected and what it saw, so no test can hang.

@@ -1,4 +1,4 @@
-"""The load tool behind ``nox -s bench``: its workload, its log check and a real small run.
+"""The load tool behind ``nox -s bench`` (benchmarks/load.py): workload, log check, small runs.
 
 Servers started here listen on 127.0.0.1 with port 0 in the test's temporary directory; the
 load tool bounds every wait on them.
@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numlog_trio import _load
-from numlog_trio._load import check_log, format_lines, main, make_workload, run_against_spawned
+# The load tool is a script among the benchmarks, not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import load
+from load import check_log, format_lines, main, make_workload, run_against_spawned
 
-BASELINE = Path(__file__).parent.parent / "benchmarks" / "baseline_server.py"
+BASELINE = Path(load.__file__).with_name("baseline_server.py")
 
 
 def test_format_lines_writes_nine_digits_with_leading_zeros() -> None:
@@ -102,7 +104,7 @@ def test_the_command_fails_with_one_line_when_no_server_listens(
     captured = capsys.readouterr()
     assert status == 1
     assert captured.out == ""
-    assert captured.err.startswith("numlog-trio-load: ")
+    assert captured.err.startswith("benchmarks/load.py: ")
     assert len(captured.err.splitlines()) == 1
 
 
@@ -122,7 +124,7 @@ def test_a_server_that_ignores_terminate_is_killed_after_the_timeout(
         "        pass\n"
         "    connection.close()\n"
     )
-    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    monkeypatch.setattr(load, "_TIMEOUT", 1.0)
     workload = make_workload(10, 0.0, seed=0)
     with pytest.raises(RuntimeError, match="did not exit"):
         run_against_spawned([sys.executable, str(stubborn)], workload, 1, tmp_path)
@@ -133,6 +135,6 @@ def test_a_server_that_never_listens_is_reported_and_killed(
 ) -> None:
     silent = tmp_path / "silent.py"
     silent.write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    monkeypatch.setattr(load, "_TIMEOUT", 1.0)
     with pytest.raises(RuntimeError, match="did not start"):
         run_against_spawned([sys.executable, str(silent)], make_workload(10, 0.0, 0), 1, tmp_path)
