@@ -58,7 +58,7 @@ async def main(host: str, port: int, log: BinaryIO, seen: set[bytes]) -> None:
                     pending = b""
                     while data := await stream.receive_some(65536):
                         *lines, pending = (pending + data).split(b"\n")
-                        numbers = []
+                        numbers: list[bytes] = []
                         for line in lines:
                             if line == b"terminate":
                                 await send_numbers.send(numbers)

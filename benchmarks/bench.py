@@ -21,13 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from numlog_trio._load import (
-    Summary,
-    Workload,
-    installed_server_command,
-    make_workload,
-    run_against_spawned,
-)
+from load import Summary, Workload, installed_server_command, make_workload, run_against_spawned
+
 from numlog_trio._server import RECEIVE_SIZE
 
 BASELINE = Path(__file__).with_name("baseline_server.py")

@@ -12,25 +12,31 @@ numbers.log holds exactly the distinct numbers of all rounds. Run it as ``nox -s
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import statistics
 import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
-
-from numlog_trio._load import (
-    SpawnedServer,
+import numpy.typing as npt
+import trio
+from load import (
+    Exited,
     check_log,
     installed_server_command,
     make_workload,
     push,
+    run_trio,
     send_terminate,
+    server_pid,
     sorted_unique,
+    start_measured,
+    wait_exited,
 )
 
 HOST = "127.0.0.1"
@@ -60,6 +66,52 @@ def churn(port: int, connections: int) -> None:
                     pass
 
 
+@attrs.define
+class Soak:
+    """What one soak run did and saw."""
+
+    rounds: int = 0
+    sent: int = 0
+    samples: list[tuple[int, int, int]] = attrs.Factory(list)  # round, RSS KiB, fds
+    distinct: list[npt.NDArray[np.uint32]] = attrs.Factory(list)
+
+    async def sample_every_second(self, pid: int) -> None:
+        while True:
+            await trio.sleep(1.0)
+            self.samples.append((self.rounds, *sample(pid)))
+
+    async def push_rounds(self, port: int, args: argparse.Namespace) -> None:
+        deadline = time.monotonic() + args.minutes * 60
+        while time.monotonic() < deadline:
+            self.rounds += 1
+            workload = make_workload(args.numbers_per_round, 0.2, seed=self.rounds)
+            await trio.to_thread.run_sync(
+                functools.partial(push, HOST, port, workload.payload, clients=5)
+            )
+            await trio.to_thread.run_sync(churn, port, args.churn_per_round)
+            self.distinct.append(workload.distinct)
+            self.sent += workload.count
+            rss_kib, fds = self.samples[-1][1:] if self.samples else (0, 0)
+            print(
+                f"soak: round {self.rounds}: {self.sent:,} numbers sent; "
+                f"server RSS {rss_kib / 1024:.1f} MiB, {fds} fds",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def run(self, args: argparse.Namespace, directory: Path) -> Exited:
+        """Push rounds until the time is up, sampling the server meanwhile; then terminate it."""
+        async with trio.open_nursery() as nursery:
+            server = await start_measured(nursery, installed_server_command(), directory)
+            pid = await server_pid(server)
+            async with trio.open_nursery() as rounds:
+                rounds.start_soon(self.sample_every_second, pid)
+                await self.push_rounds(server.port, args)
+                rounds.cancel_scope.cancel()  # before the server exits and its /proc goes
+            await trio.to_thread.run_sync(send_terminate, HOST, server.port)
+            return await wait_exited(server)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=3.0)
@@ -68,55 +120,22 @@ def main() -> int:
     parser.add_argument("--warm-up-rounds", type=int, default=3)
     args = parser.parse_args()
 
+    soak = Soak()
     with tempfile.TemporaryDirectory(prefix="numlog-soak-") as directory:
-        server = SpawnedServer.start(installed_server_command(), Path(directory))
-        pid = server.server_pid()
-        samples: list[tuple[float, int, int, int]] = []  # time, round, rss KiB, fds
-        current_round = [0]
-        stop = threading.Event()
-
-        def sampler() -> None:
-            while not stop.wait(1.0):
-                samples.append((time.monotonic(), current_round[0], *sample(pid)))
-
-        threading.Thread(target=sampler, daemon=True).start()
-        distinct: list[np.ndarray] = []
-        sent = 0
-        deadline = time.monotonic() + args.minutes * 60
-        try:
-            while time.monotonic() < deadline:
-                current_round[0] += 1
-                workload = make_workload(args.numbers_per_round, 0.2, seed=current_round[0])
-                push(HOST, server.port, workload.payload, clients=5)
-                churn(server.port, args.churn_per_round)
-                distinct.append(workload.distinct)
-                sent += workload.count
-                print(
-                    f"soak: round {current_round[0]}: {sent:,} numbers sent; "
-                    f"server RSS {samples[-1][2] / 1024 if samples else 0:.1f} MiB, "
-                    f"{samples[-1][3] if samples else 0} fds",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            stop.set()
-            send_terminate(HOST, server.port)
-            status, peak_rss, cpu = server.wait()
-        finally:
-            stop.set()
-            server.close()
+        exited = run_trio(functools.partial(soak.run, args, Path(directory)))
         # The churn's invalid connections send one valid number first: it is kept.
-        expected = sorted_unique(np.concatenate([*distinct, np.array([1], dtype=np.uint32)]))
-        problem = check_log(server.log, expected)
+        expected = sorted_unique(np.concatenate([*soak.distinct, np.array([1], dtype=np.uint32)]))
+        problem = check_log(Path(directory) / "numbers.log", expected)
 
-    warm = [s for s in samples if s[1] > args.warm_up_rounds]
-    rss = [s[2] / 1024 for s in warm]
-    fds = [s[3] for s in warm]
+    warm = [s for s in soak.samples if s[0] > args.warm_up_rounds]
+    rss = [s[1] / 1024 for s in warm]
+    fds = [s[2] for s in warm]
     half = len(warm) // 2
     print(
-        f"soak: {current_round[0]} rounds, {sent:,} numbers ({len(expected):,} distinct), "
-        f"{args.churn_per_round * current_round[0]:,} churn connections, "
-        f"{args.minutes:g} min; exit status {status}; server CPU {cpu:.1f} s; "
-        f"peak RSS {peak_rss / 2**20:.1f} MiB"
+        f"soak: {soak.rounds} rounds, {soak.sent:,} numbers ({len(expected):,} distinct), "
+        f"{args.churn_per_round * soak.rounds:,} churn connections, "
+        f"{args.minutes:g} min; exit status {exited.status}; server CPU "
+        f"{exited.cpu_seconds:.1f} s; peak RSS {exited.peak_rss_bytes / 2**20:.1f} MiB"
     )
     if warm:
         print(
@@ -128,7 +147,7 @@ def main() -> int:
         )
     print(f"soak: numbers.log {'exact' if problem is None else 'WRONG: ' + problem}")
     flat = bool(warm) and max(rss[half:]) <= max(rss[:half] or rss) + 8
-    return 0 if problem is None and status == 0 and flat else 1
+    return 0 if problem is None and exited.status == 0 and flat else 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from load import make_workload
+
 from numlog_trio._framing import LineFramer
-from numlog_trio._load import make_workload
 from numlog_trio._server import RECEIVE_SIZE
 from numlog_trio._writer import Batch, LogWriter
 

@@ -13,6 +13,9 @@ Rules for every test (stated here once; each test module says which way it runs 
   "listening" line, its working directory the test's ``tmp_path``. A server still running
   when the test ends is killed.
 
+``benchmarks/load.py`` starts its servers with :func:`start_server` too, where only the ``load``
+extra is installed: this module imports neither pytest nor hypothesis.
+
 Servers never use port 4000 and log to a temporary file. Every wait is bounded by an
 absolute timeout (:data:`TIMEOUT` seconds unless a test says otherwise), and a wait that
 runs out fails saying what it expected and what it saw, so no test can hang.
@@ -753,9 +756,11 @@ class ServerProcess:
     def __str__(self) -> str:
         return f"stdout {self.stdout!r}, stderr {self.stderr!r}"
 
-    async def wait_listening(self) -> None:
+    async def wait_listening(self, within: float = TIMEOUT) -> None:
         """Wait until the server says it listens, and take the port from what it said."""
-        await self.wait_until(lambda: LISTENING.search(self._stderr) is not None, "listening line")
+        await self.wait_until(
+            lambda: LISTENING.search(self._stderr) is not None, "listening line", within
+        )
         match = LISTENING.search(self._stderr)
         assert match is not None
         self.port = int(match[1])

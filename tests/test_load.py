@@ -1,4 +1,4 @@
-"""The load tool behind ``nox -s bench``: its workload, its log check and a real small run.
+"""The load tool behind ``nox -s bench`` (benchmarks/load.py): workload, log check, small runs.
 
 Servers started here listen on 127.0.0.1 with port 0 in the test's temporary directory; the
 load tool bounds every wait on them.
@@ -9,15 +9,37 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from numlog_trio import _load
-from numlog_trio._load import check_log, format_lines, main, make_workload, run_against_spawned
+# The load tool is a script among the benchmarks, not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import load
+from load import check_log, format_lines, main, make_workload, run_against_spawned
 
-BASELINE = Path(__file__).parent.parent / "benchmarks" / "baseline_server.py"
+BASELINE = Path(load.__file__).with_name("baseline_server.py")
+DISCARD = Path(load.__file__).with_name("discard_server.py")
+
+
+def is_running(pid: int) -> bool:
+    """Tell whether process ``pid`` exists and has not ended (a zombie has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def assert_ends_soon(pid_file: Path) -> None:
+    """Assert that the process whose id is in ``pid_file`` ends within a few seconds."""
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while is_running(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.01)
 
 
 def test_format_lines_writes_nine_digits_with_leading_zeros() -> None:
@@ -82,6 +104,20 @@ def test_a_spawned_run_pushes_everything_and_finds_the_log_exact(
     assert summary.server_cpu_seconds > 0
 
 
+def test_the_peak_rss_is_the_servers_own_not_that_of_the_tool_that_started_it(
+    tmp_path: Path,
+) -> None:
+    # A process forked from this one would start with this one's peak RSS as its own (see
+    # benchmarks/rusage.py); the receive-and-discard server alone stays near 30 MiB.
+    held = np.ones(400 * 2**20, dtype=np.uint8)  # resident: written when allocated
+    summary = run_against_spawned(
+        [sys.executable, str(DISCARD)], make_workload(1000, 0.0, 0), 1, tmp_path, check=False
+    )
+    assert held.sum() == len(held)
+    assert summary.peak_rss_bytes is not None
+    assert 10 * 2**20 < summary.peak_rss_bytes < 100 * 2**20
+
+
 def test_the_command_prints_a_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["--spawn", "--numbers", "2000", "--clients", "3", "--json", "--quiet"])
     summary = json.loads(capsys.readouterr().out)
@@ -102,7 +138,7 @@ def test_the_command_fails_with_one_line_when_no_server_listens(
     captured = capsys.readouterr()
     assert status == 1
     assert captured.out == ""
-    assert captured.err.startswith("numlog-trio-load: ")
+    assert captured.err.startswith("benchmarks/load.py: ")
     assert len(captured.err.splitlines()) == 1
 
 
@@ -112,7 +148,8 @@ def test_a_server_that_ignores_terminate_is_killed_after_the_timeout(
     # Listens like numlog-trio, then never exits: the load tool must not wait forever.
     stubborn = tmp_path / "stubborn.py"
     stubborn.write_text(
-        "import socket, sys\n"
+        "import os, socket, sys\n"
+        "open('pid', 'w').write(str(os.getpid()))\n"
         "listener = socket.create_server(('127.0.0.1', 0))\n"
         "print(f'listening on 127.0.0.1 port {listener.getsockname()[1]}', file=sys.stderr,"
         " flush=True)\n"
@@ -122,17 +159,19 @@ def test_a_server_that_ignores_terminate_is_killed_after_the_timeout(
         "        pass\n"
         "    connection.close()\n"
     )
-    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    monkeypatch.setattr(load, "_TIMEOUT", 1.0)
     workload = make_workload(10, 0.0, seed=0)
     with pytest.raises(RuntimeError, match="did not exit"):
         run_against_spawned([sys.executable, str(stubborn)], workload, 1, tmp_path)
+    assert_ends_soon(tmp_path / "pid")
 
 
 def test_a_server_that_never_listens_is_reported_and_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     silent = tmp_path / "silent.py"
-    silent.write_text("import time\ntime.sleep(60)\n")
-    monkeypatch.setattr(_load, "_TIMEOUT", 1.0)
+    silent.write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    monkeypatch.setattr(load, "_TIMEOUT", 1.0)
     with pytest.raises(RuntimeError, match="did not start"):
         run_against_spawned([sys.executable, str(silent)], make_workload(10, 0.0, 0), 1, tmp_path)
+    assert_ends_soon(tmp_path / "pid")

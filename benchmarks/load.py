@@ -1,64 +1,59 @@
-"""The ``numlog-trio-load`` command: push seeded random numbers at a server and time it.
+"""Push seeded random numbers at a numlog-trio server and time it: ``python benchmarks/load.py``.
 
 The numbers are generated before timing starts. Each of K connections sends its share, then
 half-closes and waits for the server to close it, which tells that the server has read (and
 handed to its writer) everything sent. Then one more connection sends ``terminate``; where
-this command started the server, it waits for the server to exit and reads its peak RSS.
+this command started the server, it waits for the server to exit and reports its peak RSS and
+CPU time, as measured by ``rusage.py`` beside this file.
+
+A server this command starts is started by the tests' subprocess harness (``start_server`` in
+``tests/helpers.py``), in a Trio run; the numbers are pushed from threads, on blocking sockets.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
-import os
-import queue
+import re
 import shlex
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final, NoReturn, final
+from typing import Final, TypeVar, final
 
 import attrs
+import trio
 
 try:
     import numpy as np
     import numpy.typing as npt
 except ImportError:  # the server does not need NumPy; only this load tool does
-    raise SystemExit("numlog-trio-load needs NumPy: pip install 'numlog-trio[load]'") from None
+    raise SystemExit("benchmarks/load.py needs NumPy: pip install '.[load]'") from None
 
-from ._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
-from ._framing import LINE_SIZE, LineFramer, Outcome
+# The tests' harness starts the servers here too (as the fuzz target shares their reference).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import HOST, SERVER_MODULE, ServerProcess, console_script, start_server
 
-PROG: Final = "numlog-trio-load"
+from numlog_trio._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
+from numlog_trio._framing import LINE_SIZE, LineFramer, Outcome
+
+PROG: Final = "benchmarks/load.py"
 NUMBER_RANGE: Final = 1_000_000_000
 _SEND_CHUNK: Final = 4 << 20
 _TIMEOUT: Final = 120.0
 """Upper bound in seconds of any single wait on the server."""
-_LISTENING: Final = "listening on "
 
-_LAUNCHER: Final = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-print(usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, flush=True)
-sys.exit(os.waitstatus_to_exitcode(status) & 255)
-"""
-"""Runs the server as its child; prints its peak RSS (bytes) and CPU time (s) when it exits.
+RUSAGE: Final = Path(__file__).resolve().with_name("rusage.py")
+"""Runs a server as its child and reports its peak RSS and CPU time (why: see that file)."""
+_CHILD: Final = re.compile(r"^child (\d+)$", re.MULTILINE)
+_USAGE: Final = re.compile(r"^rusage (\d+) (\S+)$", re.MULTILINE)
 
-The server must be the child of a small process: a child's peak RSS (ru_maxrss) starts at
-the RSS of the process it was forked from, and this one holds the whole payload.
-"""
+T = TypeVar("T")
 
 
 @final
@@ -197,112 +192,93 @@ class Summary:
 
 
 @final
-@attrs.define(eq=False)
-class SpawnedServer:
-    """A server process this command started, listening on a free loopback port."""
+@attrs.frozen
+class Exited:
+    """How a server that this command started ended.
 
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    _stderr_lines: list[str]
-    _stderr_drain: threading.Thread
+    Attributes:
+        status: Its exit status (128 + N if signal N killed it).
+        peak_rss_bytes: Its peak resident memory.
+        cpu_seconds: Its CPU time, user and system, start-up included.
+    """
 
-    @classmethod
-    def start(cls, command: Sequence[str], directory: Path) -> SpawnedServer:
-        """Start ``command --host 127.0.0.1 --port 0`` in ``directory``; wait until it listens.
+    status: int
+    peak_rss_bytes: int
+    cpu_seconds: float
 
-        The command must log ``listening on HOST port N`` on standard error, as numlog-trio
-        does, and write ``numbers.log`` in its working directory.
-        """
-        process = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, *command, "--host", "127.0.0.1", "--port", "0"],
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        # A thread reads standard error throughout, so the server never blocks on a full
-        # pipe, and tells when the listening line has come.
-        stderr_lines: list[str] = []
-        listening: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        drain = threading.Thread(
-            target=cls._drain, args=(process, stderr_lines, listening), daemon=True
-        )
-        drain.start()
-        server = cls(process, 0, directory / "numbers.log", stderr_lines, drain)
-        try:
-            port = listening.get(timeout=_TIMEOUT)
-        except queue.Empty:
-            port = None
-        if port is None:
-            server.close()
-            raise RuntimeError(f"the server did not start: {' / '.join(stderr_lines)}")
-        server.port = port
-        return server
 
-    @staticmethod
-    def _drain(
-        process: subprocess.Popen[bytes], lines: list[str], listening: queue.SimpleQueue[int | None]
-    ) -> None:
-        assert process.stderr is not None
-        told = False
-        for raw in process.stderr:
-            text = raw.decode(errors="replace").rstrip("\n")
-            lines.append(text)
-            if not told and _LISTENING in text:
-                listening.put(int(text.rsplit(" port ", 1)[1].split(",")[0]))
-                told = True
-        if not told:
-            listening.put(None)  # the server ended without listening
+def run_trio(main: Callable[[], Awaitable[T]]) -> T:
+    """Return ``trio.run(main)``, but raise the error that ended it as itself.
 
-    def server_pid(self) -> int:
-        """Return the process id of the server itself (the launcher's only child)."""
-        launcher = self.process.pid
-        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
-        return int(children[0])
+    Trio gathers the errors of a nursery's tasks into an ExceptionGroup. Here one task at a
+    time can fail (the harness's tasks only read the server's output, and are cancelled when
+    the nursery closes), so its error is raised as itself, for the callers to catch by type.
+    """
+    try:
+        return trio.run(main)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from None
 
-    @property
-    def stderr(self) -> str:
-        """What the server wrote on standard error so far."""
-        return "\n".join(self._stderr_lines)
 
-    def wait(self) -> tuple[int, int, float]:
-        """Wait for the server to exit; return its exit status, peak RSS and CPU seconds.
+async def start_measured(
+    nursery: trio.Nursery, command: Sequence[str], directory: Path
+) -> ServerProcess:
+    """Start ``command`` on a free port of 127.0.0.1 in ``directory``; wait until it listens.
 
-        Raises:
-            RuntimeError: The server did not exit in time (it is killed).
-        """
-        assert self.process.stdout is not None
-        try:
-            status = self.process.wait(_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.close()
-            raise RuntimeError(f"the server did not exit within {_TIMEOUT:g} s") from None
-        usage = self.process.stdout.read().split()
-        if len(usage) != 2:
-            return status, 0, 0.0
-        return status, int(usage[0]), float(usage[1])
+    The command gets ``--host 127.0.0.1 --port 0``, runs as the child of ``rusage.py`` (whose
+    output the returned :class:`ServerProcess` reads as its standard output; the server's own
+    goes to /dev/null), must say ``listening on HOST port N`` on standard error, as numlog-trio
+    does, and writes ``numbers.log`` in ``directory``. When ``nursery`` closes, a server still
+    running is killed.
 
-    def close(self) -> None:
-        """Stop the server (and its launcher) if it is still running; release the pipes."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self._stderr_drain.join(_TIMEOUT)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+    Raises:
+        RuntimeError: It did not say it listens within the timeout.
+    """
+    server = await start_server(
+        nursery, directory, command=[sys.executable, str(RUSAGE), *command], listening=False
+    )
+    try:
+        await server.wait_listening(within=_TIMEOUT)
+    except AssertionError as error:
+        raise RuntimeError(f"the server did not start: {error}") from None
+    return server
+
+
+async def server_pid(server: ServerProcess) -> int:
+    """Return the process id of the server itself, which ``rusage.py`` started."""
+    await server.wait_until(
+        lambda: _CHILD.search(server.stdout) is not None, "child line", within=_TIMEOUT
+    )
+    found = _CHILD.search(server.stdout)
+    assert found is not None
+    return int(found[1])
+
+
+async def wait_exited(server: ServerProcess) -> Exited:
+    """Wait for a server started by :func:`start_measured` to exit; return how it ended.
+
+    Raises:
+        RuntimeError: It did not exit within the timeout (it is killed when the nursery
+            closes), or ``rusage.py`` did not report on it.
+    """
+    try:
+        finished = await server.finish(within=_TIMEOUT)
+    except AssertionError:
+        raise RuntimeError(f"the server did not exit within {_TIMEOUT:g} s") from None
+    usage = _USAGE.search(finished.stdout)
+    if usage is None:
+        raise RuntimeError(f"no rusage of the server (status {finished.returncode}); {server}")
+    return Exited(finished.returncode, int(usage[1]), float(usage[2]))
 
 
 def installed_server_command() -> list[str]:
     """Return the command line of the installed ``numlog-trio``, next to this interpreter."""
-    scripts = str(Path(sys.executable).parent)
-    found = shutil.which("numlog-trio", path=scripts) or shutil.which("numlog-trio")
-    if found is None:
-        raise RuntimeError("the numlog-trio command is not installed")
-    return [found]
+    return [console_script("numlog-trio")]
 
 
 def _connect(host: str, port: int) -> socket.socket:
@@ -383,20 +359,38 @@ def run_against_spawned(
 
     Raises:
         RuntimeError: The server did not start, or did not exit with status 0.
+        OSError: A connection failed.
     """
-    server = SpawnedServer.start(command, directory)
-    try:
+    return run_trio(
+        functools.partial(
+            _run_against_spawned, command, workload, clients, directory, check, progress
+        )
+    )
+
+
+async def _run_against_spawned(
+    command: Sequence[str],
+    workload: Workload,
+    clients: int,
+    directory: Path,
+    check: bool,
+    progress: Callable[[int], None] | None,
+) -> Summary:
+    async with trio.open_nursery() as nursery:
+        server = await start_measured(nursery, command, directory)
         started = time.perf_counter()
-        push("127.0.0.1", server.port, workload.payload, clients, progress=progress)
-        send_terminate("127.0.0.1", server.port)
-        status, peak_rss, cpu_seconds = server.wait()
+        await trio.to_thread.run_sync(
+            functools.partial(push, HOST, server.port, workload.payload, clients, progress=progress)
+        )
+        await trio.to_thread.run_sync(send_terminate, HOST, server.port)
+        exited = await wait_exited(server)
         seconds = time.perf_counter() - started
-    finally:
-        server.close()
-    if status != 0:
-        raise RuntimeError(f"the server exited with status {status}: {server.stderr}")
-    log_ok = check_log(server.log, workload.distinct) is None if check else None
-    return Summary(workload.count, clients, seconds, peak_rss, cpu_seconds, log_ok)
+    if exited.status != 0:
+        raise RuntimeError(f"the server exited with status {exited.status}: {server.stderr}")
+    log_ok = check_log(directory / "numbers.log", workload.distinct) is None if check else None
+    return Summary(
+        workload.count, clients, seconds, exited.peak_rss_bytes, exited.cpu_seconds, log_ok
+    )
 
 
 def run_against_running(
@@ -445,7 +439,7 @@ def _share(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the command-line parser of ``numlog-trio-load``."""
+    """Return the command-line parser of the load command."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -481,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server-command",
-        default=f"{sys.executable} -m numlog_trio",
+        default=shlex.join(SERVER_MODULE),
         help="command that --spawn starts (it gets --host and --port)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -522,6 +516,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if summary.log_ok is not False else 1
 
 
-def run() -> NoReturn:
-    """Entry point of the ``numlog-trio-load`` console script."""
+if __name__ == "__main__":
     sys.exit(main())
