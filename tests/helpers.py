@@ -20,6 +20,7 @@ runs out fails saying what it expected and what it saw, so no test can hang.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -36,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, ParamSpec
+from typing import ClassVar, Final, ParamSpec
 
 import attrs
 import numpy as np
@@ -492,17 +493,19 @@ def numbered_lines(start: int, count: int) -> bytes:
 
 
 @attrs.define(eq=False)
-class ServerProcess:
-    """A ``numlog-trio`` process started by :func:`start_server`, and what it printed so far.
+class CommandProcess:
+    """A command started in a test's nursery, and what it printed so far.
 
     Two tasks read its standard output and standard error as they come; the ``wait_*``
-    methods wait on what was read, each within :data:`TIMEOUT` seconds, and fail saying
-    what was expected and what the server printed instead.
+    methods wait on what was read, each within :data:`TIMEOUT` seconds unless told, and fail
+    saying what was expected and what the command printed instead.
     """
+
+    NAME: ClassVar[str] = "command"
+    """What failure messages call the process."""
 
     process: trio.Process
     directory: Path
-    port: int = 0
     _stdout: bytearray = attrs.Factory(bytearray)
     _stderr: bytearray = attrs.Factory(bytearray)
     _pipes_open: int = 2
@@ -518,6 +521,15 @@ class ServerProcess:
         """Standard error read so far."""
         return self._stderr.decode()
 
+    def __str__(self) -> str:
+        return f"{self.NAME} stdout {self.stdout!r}, stderr {self.stderr!r}"
+
+    def _start_reading(self, nursery: trio.Nursery) -> None:
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        nursery.start_soon(self._read, self.process.stdout, self._stdout)
+        nursery.start_soon(self._read, self.process.stderr, self._stderr)
+
     async def _read(self, pipe: trio.abc.ReceiveStream, into: bytearray) -> None:
         async with pipe:
             while chunk := await pipe.receive_some():
@@ -531,23 +543,53 @@ class ServerProcess:
     async def wait_until(
         self, done: Callable[[], bool], expected: str, within: float = TIMEOUT
     ) -> None:
-        """Wait until ``done()`` holds, reading the server's output meanwhile.
+        """Wait until ``done()`` holds, reading the process's output meanwhile.
 
         Raises:
-            AssertionError: ``within`` seconds passed, or the server closed its output,
+            AssertionError: ``within`` seconds passed, or the process closed its output,
                 before ``done()`` held; the message says what was ``expected`` and shows
-                what the server printed.
+                what the process printed.
         """
         with trio.move_on_after(within):
             while not done():
                 if not self._pipes_open:
-                    raise AssertionError(f"the server exited before {expected}; {self}")
+                    raise AssertionError(f"the {self.NAME} exited before {expected}; {self}")
                 await self._changed.wait()
             return
         raise AssertionError(f"no {expected} after {within} s; {self}")
 
-    def __str__(self) -> str:
-        return f"stdout {self.stdout!r}, stderr {self.stderr!r}"
+    def signal(self, signum: signal.Signals) -> None:
+        """Send a signal to the process."""
+        self.process.send_signal(signum)
+
+    async def finish(self, within: float = TIMEOUT) -> Finished:
+        """Wait until the process has exited by itself and closed its output.
+
+        Raises:
+            AssertionError: It was still running after ``within`` seconds (it is killed
+                when the test's nursery closes).
+        """
+        with trio.move_on_after(within):
+            await self.process.wait()
+            await self.wait_until(lambda: not self._pipes_open, "end of output")
+            if self.process.stdin is not None:
+                await self.process.stdin.aclose()
+            assert self.process.returncode is not None
+            return Finished(self.process.returncode, self.stdout, self.stderr)
+        raise AssertionError(f"the {self.NAME} was still running after {within} s; {self}")
+
+
+@attrs.define(eq=False)
+class ServerProcess(CommandProcess):
+    """A ``numlog-trio`` process started by :func:`start_server`, and what it printed so far.
+
+    Besides waiting on its output, it connects clients to the server and waits on them,
+    each wait bounded and failing with what the server printed.
+    """
+
+    NAME: ClassVar[str] = "server"
+
+    port: int = 0
 
     async def wait_listening(self) -> None:
         """Wait until the server says it listens, and take the port from what it said."""
@@ -575,27 +617,106 @@ class ServerProcess:
         await self.wait_until(lambda: len(self.reports()) > seen, "next report")
         return self.reports()[seen]
 
-    def signal(self, signum: signal.Signals) -> None:
-        """Send a signal to the server."""
-        self.process.send_signal(signum)
+    async def connect(self) -> trio.SocketStream:
+        """Open a client connection to the server; the caller closes it."""
+        return await open_client(self.port)
 
-    async def finish(self, within: float = TIMEOUT) -> Finished:
-        """Wait until the server has exited by itself and closed its output.
+    async def wait_closed(self, stream: trio.SocketStream, within: float = TIMEOUT) -> bytes:
+        """Read until the server closes the connection; return what it sent (it should not).
 
         Raises:
-            AssertionError: It was still running after ``within`` seconds (it is killed
-                when the test's nursery closes).
+            AssertionError: The connection was still open after ``within`` seconds.
+        """
+        received = await _read_until_closed(stream, within)
+        if received is None:
+            raise AssertionError(f"the server kept a connection open for {within} s; {self}")
+        return received
+
+    async def is_open_after(self, stream: trio.SocketStream, seconds: float) -> bool:
+        """Tell whether the server keeps the connection open, silently, for ``seconds``.
+
+        Real time is what this checks: that nothing happens on the connection for a while.
+        """
+        with trio.move_on_after(seconds):
+            try:
+                chunk = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return False  # reset
+            assert not chunk, f"the server sent {chunk!r}; {self}"
+            return False
+        return True
+
+    async def send_and_wait_closed(self, data: bytes) -> None:
+        """Send data, half-close, and wait until the server has read it all and closed too."""
+        async with await self.connect() as stream:
+            await stream.send_all(data)
+            await stream.send_eof()
+            assert await self.wait_closed(stream) == b"", "the server replied"
+
+    async def send_terminate(self) -> None:
+        """Send ``terminate`` and wait until the server closes the connection."""
+        async with await self.connect() as stream:
+            await stream.send_all(line("terminate"))
+            assert await self.wait_closed(stream) == b"", "the server replied"
+
+    async def stream_until_closed(
+        self, stream: trio.SocketStream, data: bytes, within: float = TIMEOUT
+    ) -> None:
+        """Send ``data`` over and over until the server closes the connection.
+
+        Meant for a task of its own: a client that keeps the server busy for as long as it
+        is served. Only the server closing the connection ends it.
+
+        Raises:
+            AssertionError: The connection was still open after ``within`` seconds.
         """
         with trio.move_on_after(within):
-            await self.process.wait()
-            await self.wait_until(lambda: not self._pipes_open, "end of output")
-            assert self.process.returncode is not None
-            return Finished(self.process.returncode, self.stdout, self.stderr)
-        raise AssertionError(f"the server was still running after {within} s; {self}")
+            try:
+                while True:
+                    await stream.send_all(data)
+            except trio.BrokenResourceError:
+                return
+        raise AssertionError(f"the server kept a busy connection open for {within} s; {self}")
+
+
+@attrs.define(eq=False)
+class ClientProcess(CommandProcess):
+    """A ``numlog-trio-client`` process started by :func:`start_client`."""
+
+    NAME: ClassVar[str] = "client"
+
+    async def type(self, typed: bytes) -> None:
+        """Write to the client's standard input, which stays open (as a terminal's does)."""
+        assert self.process.stdin is not None, "the client was started without a stdin pipe"
+        await self.process.stdin.send_all(typed)
 
 
 async def _kill(process: trio.Process) -> None:
-    process.kill()
+    # The whole process group: a wrapper (bash) and the command it started.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _start(
+    nursery: trio.Nursery,
+    command: Sequence[str],
+    directory: Path,
+    stdin: int | bytes,
+) -> trio.Process:
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            command,
+            cwd=directory,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            start_new_session=True,  # a group of its own, killed whole by _kill
+            deliver_cancel=_kill,
+        )
+    )
+    return process
 
 
 async def start_server(
@@ -607,35 +728,51 @@ async def start_server(
 ) -> ServerProcess:
     """Start the server on a free port of 127.0.0.1 in ``directory``.
 
+    The test waits for it to end (:meth:`ServerProcess.finish`), within a bound; if the test
+    fails first, the nursery is cancelled and the server killed.
+
     Args:
-        nursery: Runs the process and the readers of its output; when it closes, a server
-            still running is killed.
+        nursery: Runs the process and the readers of its output; when it is cancelled, a
+            server still running is killed (with any process it started).
         directory: Working directory of the server, where it writes ``numbers.log``.
         options: More command-line options; they come after ``--host 127.0.0.1 --port 0``,
             so they may override both, and a server never listens on the default port.
         command: How to run the server command.
         listening: Wait until the server says it listens (and read its port).
     """
-    process: trio.Process = await nursery.start(
-        functools.partial(
-            trio.run_process,
-            [*command, "--host", HOST, "--port", "0", *options],
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False,
-            deliver_cancel=_kill,
-        )
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
+    args = [*command, "--host", HOST, "--port", "0", *options]
+    process = await _start(nursery, args, directory, subprocess.DEVNULL)
     server = ServerProcess(process, directory)
-    nursery.start_soon(server._read, process.stdout, server._stdout)
-    nursery.start_soon(server._read, process.stderr, server._stderr)
+    server._start_reading(nursery)
     if listening:
         await server.wait_listening()
     return server
+
+
+async def start_client(
+    nursery: trio.Nursery,
+    directory: Path,
+    port: int,
+    *,
+    stdin: int | bytes = subprocess.PIPE,
+    command: Sequence[str] = CLIENT_MODULE,
+) -> ClientProcess:
+    """Start the client of a server on 127.0.0.1 at ``port``, in ``directory``.
+
+    Args:
+        nursery: As for :func:`start_server`.
+        directory: Working directory of the client.
+        port: The server's port.
+        stdin: ``subprocess.PIPE`` (the default) for a standard input held open and written
+            with :meth:`ClientProcess.type`, as a terminal is; bytes for a pipe that holds
+            them and then ends.
+        command: How to run the client command.
+    """
+    args = [*command, "--host", HOST, "--port", str(port)]
+    process = await _start(nursery, args, directory, stdin)
+    client = ClientProcess(process, directory)
+    client._start_reading(nursery)
+    return client
 
 
 async def open_client(port: int) -> trio.SocketStream:
@@ -643,9 +780,30 @@ async def open_client(port: int) -> trio.SocketStream:
     return await trio.open_tcp_stream(HOST, port)
 
 
+async def _read_until_closed(stream: trio.SocketStream, within: float) -> bytes | None:
+    """Return what arrived until the server closed the connection; None if still open."""
+    received = bytearray()
+    with trio.move_on_after(within):
+        while True:
+            try:
+                chunk = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return bytes(received)  # reset: the server closed with our data unread
+            if not chunk:
+                return bytes(received)
+            received += chunk
+    return None
+
+
 async def send_and_wait_closed(port: int, data: bytes) -> None:
-    """Send data, half-close, and wait until the server has read it all and closed too."""
+    """Send data, half-close, and wait until the server has read it all and closed too.
+
+    For a server that is not a :class:`ServerProcess`; see
+    :meth:`ServerProcess.send_and_wait_closed`.
+    """
     async with await open_client(port) as stream:
         await stream.send_all(data)
         await stream.send_eof()
-        assert await is_closed_by_server(stream), "the server replied"
+        received = await _read_until_closed(stream, TIMEOUT)
+        assert received is not None, f"the server kept the connection open for {TIMEOUT} s"
+        assert received == b"", f"the server replied {received!r}"
