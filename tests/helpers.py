@@ -375,23 +375,6 @@ def running_server(
         _stop(process)
 
 
-def run_server(directory: Path, *options: str) -> Finished:
-    """Run a server that is expected to exit by itself (bad options, failure to start).
-
-    ``options`` come after ``--host 127.0.0.1 --port 0``, so they may override both, and a
-    server that starts by mistake never listens on the default port.
-    """
-    completed = subprocess.run(
-        [*SERVER_MODULE, "--host", HOST, "--port", "0", *options],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
-
-
 def run_client(
     directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
 ) -> Finished:
@@ -773,6 +756,13 @@ async def start_client(
     client = ClientProcess(process, directory)
     client._start_reading(nursery)
     return client
+
+
+async def run_server(directory: Path, *options: str) -> Finished:
+    """Run a server that is expected to exit by itself (bad options, failure to start)."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, directory, *options, listening=False)
+        return await server.finish()
 
 
 async def open_client(port: int) -> trio.SocketStream:
