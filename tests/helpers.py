@@ -375,21 +375,6 @@ def running_server(
         _stop(process)
 
 
-def run_client(
-    directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
-) -> Finished:
-    """Run the client with ``typed`` on its standard input, until it exits."""
-    completed = subprocess.run(
-        [*command, "--host", HOST, "--port", str(port)],
-        cwd=directory,
-        input=typed,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
-
-
 # The server in the test's own Trio run (fixtures in conftest.py).
 
 P = ParamSpec("P")
@@ -763,6 +748,15 @@ async def run_server(directory: Path, *options: str) -> Finished:
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery, directory, *options, listening=False)
         return await server.finish()
+
+
+async def run_client(
+    directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
+) -> Finished:
+    """Run the client with ``typed`` on its standard input, until it exits."""
+    async with trio.open_nursery() as nursery:
+        client = await start_client(nursery, directory, port, stdin=typed, command=command)
+        return await client.finish()
 
 
 async def open_client(port: int) -> trio.SocketStream:
