@@ -34,7 +34,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Final, ParamSpec
@@ -303,23 +303,6 @@ class Server:
         self._output[self._stdout] += stdout
         self._output[self._stderr] += stderr
         return Finished(self.process.returncode, self.stdout, self.stderr)
-
-
-def served_clients(server: Server, stack: ExitStack, numbers: Sequence[str]) -> list[socket.socket]:
-    """Connect one client per number, and wait until the server has logged each client's number.
-
-    Each number must be new to the server, and the server must report often (a short
-    ``--report-interval``): a report counting every one proves that each client holds a slot.
-
-    Returns:
-        The connected clients, closed when ``stack`` closes.
-    """
-    unique_before = server.report_sums()[0]
-    clients = [stack.enter_context(connect(server.port)) for _ in numbers]
-    for client, number in zip(clients, numbers, strict=True):
-        client.sendall(line(number))
-    server.wait_for_report(lambda unique, _: unique == unique_before + len(numbers))
-    return clients
 
 
 def limited_server(limit: str, value: int) -> tuple[str, ...]:
@@ -791,3 +774,23 @@ async def send_and_wait_closed(port: int, data: bytes) -> None:
         received = await _read_until_closed(stream, TIMEOUT)
         assert received is not None, f"the server kept the connection open for {TIMEOUT} s"
         assert received == b"", f"the server replied {received!r}"
+
+
+async def served_clients(
+    server: ServerProcess, stack: AsyncExitStack, numbers: Sequence[str]
+) -> list[trio.SocketStream]:
+    """Connect one client per number, and wait until the server has logged each client's number.
+
+    Each number must be new to the server, and the server must report often (a short
+    ``--report-interval``): a report counting every one proves that each client holds a slot.
+
+    Returns:
+        The connected clients, closed when ``stack`` closes.
+    """
+    unique_before = server.report_sums()[0]
+    clients = [await stack.enter_async_context(await server.connect()) for _ in numbers]
+    for client, number in zip(clients, numbers, strict=True):
+        await client.send_all(line(number))
+    expected = unique_before + len(numbers)
+    await server.wait_for_report(lambda unique, _: unique == expected, f"{expected} unique")
+    return clients
