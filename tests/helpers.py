@@ -24,7 +24,6 @@ import contextlib
 import functools
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -32,10 +31,8 @@ import struct
 import subprocess
 import sys
 import sysconfig
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import ClassVar, Final, ParamSpec
 
@@ -82,77 +79,6 @@ def line(number: int | str) -> bytes:
 def lines(*numbers: int | str) -> bytes:
     """Return input lines for several numbers (or texts), in order."""
     return b"".join(line(number) for number in numbers)
-
-
-def connect(port: int) -> socket.socket:
-    """Open a blocking TCP connection to the server, with a timeout on every operation."""
-    return socket.create_connection((HOST, port), timeout=TIMEOUT)
-
-
-def wait_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Read until the server closes the connection; return what it sent (it should send nothing).
-
-    Raises:
-        TimeoutError: The connection was still open after ``timeout`` seconds.
-    """
-    sock.settimeout(timeout)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(4096)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-
-
-def is_open_after(sock: socket.socket, seconds: float) -> bool:
-    """Tell whether the server keeps the connection open, silently, for ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        chunk = sock.recv(4096)
-    except TimeoutError:
-        return True
-    except ConnectionResetError:
-        return False
-    finally:
-        sock.settimeout(TIMEOUT)
-    assert not chunk, f"the server sent {chunk!r}"
-    return False
-
-
-def send_and_close(port: int, data: bytes) -> None:
-    """Send data, half-close, and wait until the server has read it all and closed too."""
-    with connect(port) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        assert wait_closed(sock) == b""
-
-
-def stream_until_closed(sock: socket.socket, data: bytes, timeout: float = TIMEOUT) -> None:
-    """Send ``data`` over and over until the server closes the connection.
-
-    Meant for a thread of its own: a client that keeps the server busy for as long as it is
-    served. Only the server closing the connection ends it.
-
-    Raises:
-        AssertionError: The connection was still open after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            sock.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
-        return
-    raise AssertionError(f"the server kept the connection open for {timeout} s")
-
-
-def send_terminate(port: int) -> None:
-    """Send ``terminate`` and wait until the server closes the connection."""
-    with connect(port) as sock:
-        sock.sendall(line("terminate"))
-        assert wait_closed(sock) == b""
 
 
 def logged(directory: Path) -> list[bytes]:
@@ -204,158 +130,6 @@ def sums(counts: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
         duplicates += new_duplicates
         assert total == unique, f"unique total {total} is not the sum of reports {unique}"
     return unique, duplicates
-
-
-@dataclass(frozen=True)
-class Finished:
-    """How a server process ended."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class Server:
-    """A server process and what it has printed so far."""
-
-    def __init__(self, process: subprocess.Popen[bytes], directory: Path) -> None:
-        self.process = process
-        self.directory = directory
-        self.port = 0
-        assert process.stdout is not None
-        assert process.stderr is not None
-        self._stdout = process.stdout
-        self._stderr = process.stderr
-        self._output = {self._stdout: bytearray(), self._stderr: bytearray()}
-
-    def wait_listening(self) -> None:
-        """Read standard error until the server says it listens, and take the port from it."""
-        self.read_until(lambda: LISTENING.search(self._output[self._stderr]) is not None)
-        match = LISTENING.search(self._output[self._stderr])
-        assert match is not None
-        self.port = int(match[1])
-
-    @property
-    def stdout(self) -> str:
-        """Standard output read so far."""
-        return self._output[self._stdout].decode()
-
-    @property
-    def stderr(self) -> str:
-        """Standard error read so far."""
-        return self._output[self._stderr].decode()
-
-    def read_until(self, done: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        """Read both output pipes until ``done()`` is true.
-
-        Raises:
-            AssertionError: The process closed its output, or ``timeout`` seconds passed,
-                before ``done()`` became true.
-        """
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            for pipe in self._output:
-                if not pipe.closed:
-                    selector.register(pipe, selectors.EVENT_READ)
-            while not done():
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"timed out; stdout {self.stdout!r}, stderr {self.stderr!r}"
-                assert selector.get_map(), f"server exited; stderr {self.stderr!r}"
-                for key, _ in selector.select(remaining):
-                    pipe = self._stdout if key.fileobj is self._stdout else self._stderr
-                    chunk = os.read(pipe.fileno(), 65536)
-                    if chunk:
-                        self._output[pipe] += chunk
-                    else:
-                        selector.unregister(pipe)
-
-    def reports(self) -> list[tuple[int, int, int]]:
-        """Return the complete reports read so far (see :func:`report_counts`)."""
-        text = self.stdout
-        return report_counts(text[: text.rfind("\n") + 1])
-
-    def report_sums(self) -> tuple[int, int]:
-        """Return the unique and duplicate counts summed over the complete reports read so far."""
-        return sums(self.reports())
-
-    def wait_for_next_report(self, timeout: float = TIMEOUT) -> tuple[int, int, int]:
-        """Read until one more report is complete, and return it."""
-        seen = len(self.reports())
-        self.read_until(lambda: len(self.reports()) > seen, timeout)
-        return self.reports()[seen]
-
-    def wait_for_report(self, done: Callable[[int, int], bool], timeout: float = TIMEOUT) -> None:
-        """Read reports until ``done(unique, duplicates)`` holds for the counts summed so far."""
-        self.read_until(lambda: done(*self.report_sums()), timeout)
-
-    def signal(self, signum: signal.Signals) -> None:
-        """Send a signal to the server."""
-        self.process.send_signal(signum)
-
-    def finish(self, timeout: float = TIMEOUT) -> Finished:
-        """Wait for the server to exit by itself and return all it printed.
-
-        Raises:
-            subprocess.TimeoutExpired: It was still running after ``timeout`` seconds (the
-                process is then killed by :func:`running_server`).
-        """
-        stdout, stderr = self.process.communicate(timeout=timeout)
-        self._output[self._stdout] += stdout
-        self._output[self._stderr] += stderr
-        return Finished(self.process.returncode, self.stdout, self.stderr)
-
-
-def limited_server(limit: str, value: int) -> tuple[str, ...]:
-    """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
-    return (
-        sys.executable,
-        "-P",
-        "-c",
-        "import resource, runpy; "
-        f"resource.setrlimit(resource.{limit}, ({value}, {value})); "
-        "runpy.run_module('numlog_trio', run_name='__main__')",
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-    try:
-        process.communicate(timeout=TIMEOUT)
-    finally:
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-@contextmanager
-def running_server(
-    directory: Path, *options: str, command: Sequence[str] = SERVER_MODULE
-) -> Iterator[Server]:
-    """Start a server on a free port of 127.0.0.1 in ``directory`` and wait until it listens.
-
-    Args:
-        directory: Working directory of the server, where it writes ``numbers.log``.
-        options: More command-line options.
-        command: How to run the server command.
-
-    Yields:
-        The listening server, with its port. It is killed on exit unless it has ended.
-    """
-    process = subprocess.Popen(
-        [*command, "--host", HOST, "--port", "0", *options],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-    )
-    try:
-        server = Server(process, directory)
-        server.wait_listening()
-        yield server
-    finally:
-        _stop(process)
 
 
 # The server in the test's own Trio run (fixtures in conftest.py).
@@ -441,6 +215,27 @@ def numbered_lines(start: int, count: int) -> bytes:
 
 
 # The installed command in a subprocess, driven from the test's Trio run.
+
+
+def limited_server(limit: str, value: int) -> tuple[str, ...]:
+    """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
+    return (
+        sys.executable,
+        "-P",
+        "-c",
+        "import resource, runpy; "
+        f"resource.setrlimit(resource.{limit}, ({value}, {value})); "
+        "runpy.run_module('numlog_trio', run_name='__main__')",
+    )
+
+
+@attrs.frozen
+class Finished:
+    """How a process ended, and all it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @attrs.define(eq=False)
