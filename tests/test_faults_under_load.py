@@ -137,8 +137,14 @@ async def test_a_shutdown_while_the_writer_is_behind_still_writes_every_batch_ha
         assert fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ) < len(batches[0])  # the writer blocks
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, tmp_path)
-            for data in batches:
-                await server.send_and_wait_closed(data)  # read whole and handed to the writer
+            first, second = batches
+            await server.send_and_wait_closed(first)  # read whole and handed to the writer
+            # Something in the pipe: the writer is in the first batch's write, so the second
+            # cannot join it in one write; it waits in the queue.
+            with trio.move_on_after(TIMEOUT) as waiting:
+                await trio.lowlevel.wait_readable(reader)
+            assert not waiting.cancelled_caught, f"nothing reached the log; {server}"
+            await server.send_and_wait_closed(second)
             if shutdown == "terminate":
                 await server.send_terminate()
             else:
