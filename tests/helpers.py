@@ -23,11 +23,11 @@ runs out fails saying what it expected and what it saw, so no test can hang.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -36,12 +36,10 @@ import subprocess
 import sys
 import sysconfig
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Final, Generic, ParamSpec, TypeVar
+from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar
 
 import attrs
 import numpy as np
@@ -87,77 +85,6 @@ def line(number: int | str) -> bytes:
 def lines(*numbers: int | str) -> bytes:
     """Return input lines for several numbers (or texts), in order."""
     return b"".join(line(number) for number in numbers)
-
-
-def connect(port: int) -> socket.socket:
-    """Open a blocking TCP connection to the server, with a timeout on every operation."""
-    return socket.create_connection((HOST, port), timeout=TIMEOUT)
-
-
-def wait_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Read until the server closes the connection; return what it sent (it should send nothing).
-
-    Raises:
-        TimeoutError: The connection was still open after ``timeout`` seconds.
-    """
-    sock.settimeout(timeout)
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(4096)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-
-
-def is_open_after(sock: socket.socket, seconds: float) -> bool:
-    """Tell whether the server keeps the connection open, silently, for ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        chunk = sock.recv(4096)
-    except TimeoutError:
-        return True
-    except ConnectionResetError:
-        return False
-    finally:
-        sock.settimeout(TIMEOUT)
-    assert not chunk, f"the server sent {chunk!r}"
-    return False
-
-
-def send_and_close(port: int, data: bytes) -> None:
-    """Send data, half-close, and wait until the server has read it all and closed too."""
-    with connect(port) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        assert wait_closed(sock) == b""
-
-
-def stream_until_closed(sock: socket.socket, data: bytes, timeout: float = TIMEOUT) -> None:
-    """Send ``data`` over and over until the server closes the connection.
-
-    Meant for a thread of its own: a client that keeps the server busy for as long as it is
-    served. Only the server closing the connection ends it.
-
-    Raises:
-        AssertionError: The connection was still open after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            sock.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
-        return
-    raise AssertionError(f"the server kept the connection open for {timeout} s")
-
-
-def send_terminate(port: int) -> None:
-    """Send ``terminate`` and wait until the server closes the connection."""
-    with connect(port) as sock:
-        sock.sendall(line("terminate"))
-        assert wait_closed(sock) == b""
 
 
 def logged(directory: Path) -> list[bytes]:
@@ -209,207 +136,6 @@ def sums(counts: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
         duplicates += new_duplicates
         assert total == unique, f"unique total {total} is not the sum of reports {unique}"
     return unique, duplicates
-
-
-@dataclass(frozen=True)
-class Finished:
-    """How a server process ended."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class Server:
-    """A server process and what it has printed so far."""
-
-    def __init__(self, process: subprocess.Popen[bytes], directory: Path) -> None:
-        self.process = process
-        self.directory = directory
-        self.port = 0
-        assert process.stdout is not None
-        assert process.stderr is not None
-        self._stdout = process.stdout
-        self._stderr = process.stderr
-        self._output = {self._stdout: bytearray(), self._stderr: bytearray()}
-
-    def wait_listening(self) -> None:
-        """Read standard error until the server says it listens, and take the port from it."""
-        self.read_until(lambda: LISTENING.search(self._output[self._stderr]) is not None)
-        match = LISTENING.search(self._output[self._stderr])
-        assert match is not None
-        self.port = int(match[1])
-
-    @property
-    def stdout(self) -> str:
-        """Standard output read so far."""
-        return self._output[self._stdout].decode()
-
-    @property
-    def stderr(self) -> str:
-        """Standard error read so far."""
-        return self._output[self._stderr].decode()
-
-    def read_until(self, done: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        """Read both output pipes until ``done()`` is true.
-
-        Raises:
-            AssertionError: The process closed its output, or ``timeout`` seconds passed,
-                before ``done()`` became true.
-        """
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            for pipe in self._output:
-                if not pipe.closed:
-                    selector.register(pipe, selectors.EVENT_READ)
-            while not done():
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"timed out; stdout {self.stdout!r}, stderr {self.stderr!r}"
-                assert selector.get_map(), f"server exited; stderr {self.stderr!r}"
-                for key, _ in selector.select(remaining):
-                    pipe = self._stdout if key.fileobj is self._stdout else self._stderr
-                    chunk = os.read(pipe.fileno(), 65536)
-                    if chunk:
-                        self._output[pipe] += chunk
-                    else:
-                        selector.unregister(pipe)
-
-    def reports(self) -> list[tuple[int, int, int]]:
-        """Return the complete reports read so far (see :func:`report_counts`)."""
-        text = self.stdout
-        return report_counts(text[: text.rfind("\n") + 1])
-
-    def report_sums(self) -> tuple[int, int]:
-        """Return the unique and duplicate counts summed over the complete reports read so far."""
-        return sums(self.reports())
-
-    def wait_for_next_report(self, timeout: float = TIMEOUT) -> tuple[int, int, int]:
-        """Read until one more report is complete, and return it."""
-        seen = len(self.reports())
-        self.read_until(lambda: len(self.reports()) > seen, timeout)
-        return self.reports()[seen]
-
-    def wait_for_report(self, done: Callable[[int, int], bool], timeout: float = TIMEOUT) -> None:
-        """Read reports until ``done(unique, duplicates)`` holds for the counts summed so far."""
-        self.read_until(lambda: done(*self.report_sums()), timeout)
-
-    def signal(self, signum: signal.Signals) -> None:
-        """Send a signal to the server."""
-        self.process.send_signal(signum)
-
-    def finish(self, timeout: float = TIMEOUT) -> Finished:
-        """Wait for the server to exit by itself and return all it printed.
-
-        Raises:
-            subprocess.TimeoutExpired: It was still running after ``timeout`` seconds (the
-                process is then killed by :func:`running_server`).
-        """
-        stdout, stderr = self.process.communicate(timeout=timeout)
-        self._output[self._stdout] += stdout
-        self._output[self._stderr] += stderr
-        return Finished(self.process.returncode, self.stdout, self.stderr)
-
-
-def served_clients(server: Server, stack: ExitStack, numbers: Sequence[str]) -> list[socket.socket]:
-    """Connect one client per number, and wait until the server has logged each client's number.
-
-    Each number must be new to the server, and the server must report often (a short
-    ``--report-interval``): a report counting every one proves that each client holds a slot.
-
-    Returns:
-        The connected clients, closed when ``stack`` closes.
-    """
-    unique_before = server.report_sums()[0]
-    clients = [stack.enter_context(connect(server.port)) for _ in numbers]
-    for client, number in zip(clients, numbers, strict=True):
-        client.sendall(line(number))
-    server.wait_for_report(lambda unique, _: unique == unique_before + len(numbers))
-    return clients
-
-
-def limited_server(limit: str, value: int) -> tuple[str, ...]:
-    """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
-    return (
-        sys.executable,
-        "-P",
-        "-c",
-        "import resource, runpy; "
-        f"resource.setrlimit(resource.{limit}, ({value}, {value})); "
-        "runpy.run_module('numlog_trio', run_name='__main__')",
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-    try:
-        process.communicate(timeout=TIMEOUT)
-    finally:
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-@contextmanager
-def running_server(
-    directory: Path, *options: str, command: Sequence[str] = SERVER_MODULE
-) -> Iterator[Server]:
-    """Start a server on a free port of 127.0.0.1 in ``directory`` and wait until it listens.
-
-    Args:
-        directory: Working directory of the server, where it writes ``numbers.log``.
-        options: More command-line options.
-        command: How to run the server command.
-
-    Yields:
-        The listening server, with its port. It is killed on exit unless it has ended.
-    """
-    process = subprocess.Popen(
-        [*command, "--host", HOST, "--port", "0", *options],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-    )
-    try:
-        server = Server(process, directory)
-        server.wait_listening()
-        yield server
-    finally:
-        _stop(process)
-
-
-def run_server(directory: Path, *options: str) -> Finished:
-    """Run a server that is expected to exit by itself (bad options, failure to start).
-
-    ``options`` come after ``--host 127.0.0.1 --port 0``, so they may override both, and a
-    server that starts by mistake never listens on the default port.
-    """
-    completed = subprocess.run(
-        [*SERVER_MODULE, "--host", HOST, "--port", "0", *options],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
-
-
-def run_client(
-    directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
-) -> Finished:
-    """Run the client with ``typed`` on its standard input, until it exits."""
-    completed = subprocess.run(
-        [*command, "--host", HOST, "--port", str(port)],
-        cwd=directory,
-        input=typed,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    return Finished(completed.returncode, completed.stdout.decode(), completed.stderr.decode())
 
 
 # The server in the test's own Trio run (fixtures in conftest.py).
@@ -698,18 +424,41 @@ def numbered_lines(start: int, count: int) -> bytes:
 # The installed command in a subprocess, driven from the test's Trio run.
 
 
+def limited_server(limit: str, value: int) -> tuple[str, ...]:
+    """Return a server command run under a resource limit, such as ``"RLIMIT_FSIZE"``."""
+    return (
+        sys.executable,
+        "-P",
+        "-c",
+        "import resource, runpy; "
+        f"resource.setrlimit(resource.{limit}, ({value}, {value})); "
+        "runpy.run_module('numlog_trio', run_name='__main__')",
+    )
+
+
+@attrs.frozen
+class Finished:
+    """How a process ended, and all it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 @attrs.define(eq=False)
-class ServerProcess:
-    """A ``numlog-trio`` process started by :func:`start_server`, and what it printed so far.
+class CommandProcess:
+    """A command started in a test's nursery, and what it printed so far.
 
     Two tasks read its standard output and standard error as they come; the ``wait_*``
-    methods wait on what was read, each within :data:`TIMEOUT` seconds, and fail saying
-    what was expected and what the server printed instead.
+    methods wait on what was read, each within :data:`TIMEOUT` seconds unless told, and fail
+    saying what was expected and what the command printed instead.
     """
+
+    NAME: ClassVar[str] = "command"
+    """What failure messages call the process."""
 
     process: trio.Process
     directory: Path
-    port: int = 0
     _stdout: bytearray = attrs.Factory(bytearray)
     _stderr: bytearray = attrs.Factory(bytearray)
     _pipes_open: int = 2
@@ -725,6 +474,15 @@ class ServerProcess:
         """Standard error read so far."""
         return self._stderr.decode()
 
+    def __str__(self) -> str:
+        return f"{self.NAME} stdout {self.stdout!r}, stderr {self.stderr!r}"
+
+    def _start_reading(self, nursery: trio.Nursery) -> None:
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        nursery.start_soon(self._read, self.process.stdout, self._stdout)
+        nursery.start_soon(self._read, self.process.stderr, self._stderr)
+
     async def _read(self, pipe: trio.abc.ReceiveStream, into: bytearray) -> None:
         async with pipe:
             while chunk := await pipe.receive_some():
@@ -738,23 +496,53 @@ class ServerProcess:
     async def wait_until(
         self, done: Callable[[], bool], expected: str, within: float = TIMEOUT
     ) -> None:
-        """Wait until ``done()`` holds, reading the server's output meanwhile.
+        """Wait until ``done()`` holds, reading the process's output meanwhile.
 
         Raises:
-            AssertionError: ``within`` seconds passed, or the server closed its output,
+            AssertionError: ``within`` seconds passed, or the process closed its output,
                 before ``done()`` held; the message says what was ``expected`` and shows
-                what the server printed.
+                what the process printed.
         """
         with trio.move_on_after(within):
             while not done():
                 if not self._pipes_open:
-                    raise AssertionError(f"the server exited before {expected}; {self}")
+                    raise AssertionError(f"the {self.NAME} exited before {expected}; {self}")
                 await self._changed.wait()
             return
         raise AssertionError(f"no {expected} after {within} s; {self}")
 
-    def __str__(self) -> str:
-        return f"stdout {self.stdout!r}, stderr {self.stderr!r}"
+    def signal(self, signum: signal.Signals) -> None:
+        """Send a signal to the process."""
+        self.process.send_signal(signum)
+
+    async def finish(self, within: float = TIMEOUT) -> Finished:
+        """Wait until the process has exited by itself and closed its output.
+
+        Raises:
+            AssertionError: It was still running after ``within`` seconds (it is killed
+                when the test's nursery closes).
+        """
+        with trio.move_on_after(within):
+            await self.process.wait()
+            await self.wait_until(lambda: not self._pipes_open, "end of output")
+            if self.process.stdin is not None:
+                await self.process.stdin.aclose()
+            assert self.process.returncode is not None
+            return Finished(self.process.returncode, self.stdout, self.stderr)
+        raise AssertionError(f"the {self.NAME} was still running after {within} s; {self}")
+
+
+@attrs.define(eq=False)
+class ServerProcess(CommandProcess):
+    """A ``numlog-trio`` process started by :func:`start_server`, and what it printed so far.
+
+    Besides waiting on its output, it connects clients to the server and waits on them,
+    each wait bounded and failing with what the server printed.
+    """
+
+    NAME: ClassVar[str] = "server"
+
+    port: int = 0
 
     async def wait_listening(self, within: float = TIMEOUT) -> None:
         """Wait until the server says it listens, and take the port from what it said."""
@@ -784,27 +572,106 @@ class ServerProcess:
         await self.wait_until(lambda: len(self.reports()) > seen, "next report")
         return self.reports()[seen]
 
-    def signal(self, signum: signal.Signals) -> None:
-        """Send a signal to the server."""
-        self.process.send_signal(signum)
+    async def connect(self) -> trio.SocketStream:
+        """Open a client connection to the server; the caller closes it."""
+        return await open_client(self.port)
 
-    async def finish(self, within: float = TIMEOUT) -> Finished:
-        """Wait until the server has exited by itself and closed its output.
+    async def wait_closed(self, stream: trio.SocketStream, within: float = TIMEOUT) -> bytes:
+        """Read until the server closes the connection; return what it sent (it should not).
 
         Raises:
-            AssertionError: It was still running after ``within`` seconds (it is killed
-                when the test's nursery closes).
+            AssertionError: The connection was still open after ``within`` seconds.
+        """
+        received = await _read_until_closed(stream, within)
+        if received is None:
+            raise AssertionError(f"the server kept a connection open for {within} s; {self}")
+        return received
+
+    async def is_open_after(self, stream: trio.SocketStream, seconds: float) -> bool:
+        """Tell whether the server keeps the connection open, silently, for ``seconds``.
+
+        Real time is what this checks: that nothing happens on the connection for a while.
+        """
+        with trio.move_on_after(seconds):
+            try:
+                chunk = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return False  # reset
+            assert not chunk, f"the server sent {chunk!r}; {self}"
+            return False
+        return True
+
+    async def send_and_wait_closed(self, data: bytes) -> None:
+        """Send data, half-close, and wait until the server has read it all and closed too."""
+        async with await self.connect() as stream:
+            await stream.send_all(data)
+            await stream.send_eof()
+            assert await self.wait_closed(stream) == b"", "the server replied"
+
+    async def send_terminate(self) -> None:
+        """Send ``terminate`` and wait until the server closes the connection."""
+        async with await self.connect() as stream:
+            await stream.send_all(line("terminate"))
+            assert await self.wait_closed(stream) == b"", "the server replied"
+
+    async def stream_until_closed(
+        self, stream: trio.SocketStream, data: bytes, within: float = TIMEOUT
+    ) -> None:
+        """Send ``data`` over and over until the server closes the connection.
+
+        Meant for a task of its own: a client that keeps the server busy for as long as it
+        is served. Only the server closing the connection ends it.
+
+        Raises:
+            AssertionError: The connection was still open after ``within`` seconds.
         """
         with trio.move_on_after(within):
-            await self.process.wait()
-            await self.wait_until(lambda: not self._pipes_open, "end of output")
-            assert self.process.returncode is not None
-            return Finished(self.process.returncode, self.stdout, self.stderr)
-        raise AssertionError(f"the server was still running after {within} s; {self}")
+            try:
+                while True:
+                    await stream.send_all(data)
+            except trio.BrokenResourceError:
+                return
+        raise AssertionError(f"the server kept a busy connection open for {within} s; {self}")
+
+
+@attrs.define(eq=False)
+class ClientProcess(CommandProcess):
+    """A ``numlog-trio-client`` process started by :func:`start_client`."""
+
+    NAME: ClassVar[str] = "client"
+
+    async def type(self, typed: bytes) -> None:
+        """Write to the client's standard input, which stays open (as a terminal's does)."""
+        assert self.process.stdin is not None, "the client was started without a stdin pipe"
+        await self.process.stdin.send_all(typed)
 
 
 async def _kill(process: trio.Process) -> None:
-    process.kill()
+    # The whole process group: a wrapper (bash) and the command it started.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _start(
+    nursery: trio.Nursery,
+    command: Sequence[str],
+    directory: Path,
+    stdin: int | bytes,
+) -> trio.Process:
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            command,
+            cwd=directory,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            start_new_session=True,  # a group of its own, killed whole by _kill
+            deliver_cancel=_kill,
+        )
+    )
+    return process
 
 
 async def start_server(
@@ -816,35 +683,67 @@ async def start_server(
 ) -> ServerProcess:
     """Start the server on a free port of 127.0.0.1 in ``directory``.
 
+    The test waits for it to end (:meth:`ServerProcess.finish`), within a bound; if the test
+    fails first, the nursery is cancelled and the server killed.
+
     Args:
-        nursery: Runs the process and the readers of its output; when it closes, a server
-            still running is killed.
+        nursery: Runs the process and the readers of its output; when it is cancelled, a
+            server still running is killed (with any process it started).
         directory: Working directory of the server, where it writes ``numbers.log``.
         options: More command-line options; they come after ``--host 127.0.0.1 --port 0``,
             so they may override both, and a server never listens on the default port.
         command: How to run the server command.
         listening: Wait until the server says it listens (and read its port).
     """
-    process: trio.Process = await nursery.start(
-        functools.partial(
-            trio.run_process,
-            [*command, "--host", HOST, "--port", "0", *options],
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            check=False,
-            deliver_cancel=_kill,
-        )
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
+    args = [*command, "--host", HOST, "--port", "0", *options]
+    process = await _start(nursery, args, directory, subprocess.DEVNULL)
     server = ServerProcess(process, directory)
-    nursery.start_soon(server._read, process.stdout, server._stdout)
-    nursery.start_soon(server._read, process.stderr, server._stderr)
+    server._start_reading(nursery)
     if listening:
         await server.wait_listening()
     return server
+
+
+async def start_client(
+    nursery: trio.Nursery,
+    directory: Path,
+    port: int,
+    *,
+    stdin: int | bytes = subprocess.PIPE,
+    command: Sequence[str] = CLIENT_MODULE,
+) -> ClientProcess:
+    """Start the client of a server on 127.0.0.1 at ``port``, in ``directory``.
+
+    Args:
+        nursery: As for :func:`start_server`.
+        directory: Working directory of the client.
+        port: The server's port.
+        stdin: ``subprocess.PIPE`` (the default) for a standard input held open and written
+            with :meth:`ClientProcess.type`, as a terminal is; bytes for a pipe that holds
+            them and then ends.
+        command: How to run the client command.
+    """
+    args = [*command, "--host", HOST, "--port", str(port)]
+    process = await _start(nursery, args, directory, stdin)
+    client = ClientProcess(process, directory)
+    client._start_reading(nursery)
+    return client
+
+
+async def run_server(directory: Path, *options: str) -> Finished:
+    """Run a server that is expected to exit by itself (bad options, failure to start)."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, directory, *options, listening=False)
+        return await server.finish()
+
+
+async def run_client(
+    directory: Path, port: int, typed: bytes, *, command: Sequence[str] = CLIENT_MODULE
+) -> Finished:
+    """Run the client with ``typed`` on its standard input, until it exits."""
+    async with trio.open_nursery() as nursery:
+        client = await start_client(nursery, directory, port, stdin=typed, command=command)
+        return await client.finish()
 
 
 async def open_client(port: int) -> trio.SocketStream:
@@ -852,9 +751,50 @@ async def open_client(port: int) -> trio.SocketStream:
     return await trio.open_tcp_stream(HOST, port)
 
 
+async def _read_until_closed(stream: trio.SocketStream, within: float) -> bytes | None:
+    """Return what arrived until the server closed the connection; None if still open."""
+    received = bytearray()
+    with trio.move_on_after(within):
+        while True:
+            try:
+                chunk = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return bytes(received)  # reset: the server closed with our data unread
+            if not chunk:
+                return bytes(received)
+            received += chunk
+    return None
+
+
 async def send_and_wait_closed(port: int, data: bytes) -> None:
-    """Send data, half-close, and wait until the server has read it all and closed too."""
+    """Send data, half-close, and wait until the server has read it all and closed too.
+
+    For a server that is not a :class:`ServerProcess`; see
+    :meth:`ServerProcess.send_and_wait_closed`.
+    """
     async with await open_client(port) as stream:
         await stream.send_all(data)
         await stream.send_eof()
-        assert await is_closed_by_server(stream), "the server replied"
+        received = await _read_until_closed(stream, TIMEOUT)
+        assert received is not None, f"the server kept the connection open for {TIMEOUT} s"
+        assert received == b"", f"the server replied {received!r}"
+
+
+async def served_clients(
+    server: ServerProcess, stack: AsyncExitStack, numbers: Sequence[str]
+) -> list[trio.SocketStream]:
+    """Connect one client per number, and wait until the server has logged each client's number.
+
+    Each number must be new to the server, and the server must report often (a short
+    ``--report-interval``): a report counting every one proves that each client holds a slot.
+
+    Returns:
+        The connected clients, closed when ``stack`` closes.
+    """
+    unique_before = server.report_sums()[0]
+    clients = [await stack.enter_async_context(await server.connect()) for _ in numbers]
+    for client, number in zip(clients, numbers, strict=True):
+        await client.send_all(line(number))
+    expected = unique_before + len(numbers)
+    await server.wait_for_report(lambda unique, _: unique == expected, f"{expected} unique")
+    return clients

@@ -1,14 +1,9 @@
-"""Subprocess tests of the installed ``numlog-trio`` command (``python -m numlog_trio``).
+"""The installed ``numlog-trio`` command (``python -m numlog_trio``), run as a subprocess.
 
-Rules for every test here:
-
-- localhost only: servers listen on 127.0.0.1 and clients are plain blocking sockets;
-- port 0: the operating system picks a free port, read back from the server's stderr line, so
-  tests never use port 4000 and never collide;
-- a temporary directory (pytest's ``tmp_path``) is the server's working directory and holds
-  its ``numbers.log``;
-- an absolute timeout bounds every wait (process, pipe and socket), and a server still running
-  when a test ends is killed, so no test can hang.
+What a user of the command sees: numbers logged once each, reports on standard output and
+nothing else there, ``terminate`` and signals shutting down cleanly, one-line errors and exact
+exit statuses when it cannot start or cannot write, the client limit and the idle timeout on
+real loopback sockets. The servers run as commands under the rules in ``helpers.py``.
 
 Only the option parser's rejection of bad values is also checked in-process, where a process
 per value would add nothing but start-up time.
@@ -20,8 +15,7 @@ import re
 import signal
 import socket
 import sys
-import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -29,21 +23,15 @@ import trio
 from helpers import (
     HOST,
     QUICK,
-    connect,
     console_script,
-    is_open_after,
     limited_server,
     line,
     lines,
     logged,
     report_counts,
     run_server,
-    running_server,
-    send_and_close,
-    send_terminate,
     start_server,
     sums,
-    wait_closed,
 )
 
 from numlog_trio._cli import build_parser
@@ -55,12 +43,13 @@ def _assert_one_line_error(stderr: str) -> None:
     assert "Traceback" not in stderr
 
 
-def test_numbers_are_logged_once_each_with_leading_zeros(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server:
-        send_and_close(server.port, lines("000000001", "007007009", "314159265", "000000001"))
-        send_and_close(server.port, lines("007007009", "000000000", "999999999"))
-        send_terminate(server.port)
-        finished = server.finish()
+async def test_numbers_are_logged_once_each_with_leading_zeros(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
+        await server.send_and_wait_closed(lines("000000001", "007007009", "314159265", "000000001"))
+        await server.send_and_wait_closed(lines("007007009", "000000000", "999999999"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [
         line("000000000"),
@@ -71,22 +60,21 @@ def test_numbers_are_logged_once_each_with_leading_zeros(tmp_path: Path) -> None
     ]
 
 
-def test_terminate_exits_quickly_and_stdout_holds_only_reports(tmp_path: Path) -> None:
-    with (
-        running_server(tmp_path, "--report-interval", "0.1") as server,
-        connect(server.port) as idle,
-    ):
-        send_and_close(server.port, lines("000000001", "000000002"))
-        server.wait_for_report(lambda unique, _: unique == 2)
-        started = time.monotonic()
-        with connect(server.port) as terminating:
-            # Numbers before terminate, in the same stream, still reach the log.
-            terminating.sendall(lines("000000003", "terminate"))
-            finished = server.finish(timeout=QUICK)
-            elapsed = time.monotonic() - started
-            assert wait_closed(terminating) == b""
-        # The idle client was disconnected, and shutdown did not wait for it to leave.
-        assert wait_closed(idle) == b""
+async def test_terminate_exits_quickly_and_stdout_holds_only_reports(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--report-interval", "0.1")
+        async with await server.connect() as idle:
+            await server.send_and_wait_closed(lines("000000001", "000000002"))
+            await server.wait_for_report(lambda unique, _: unique == 2, "2 unique")
+            started = trio.current_time()
+            async with await server.connect() as terminating:
+                # Numbers before terminate, in the same stream, still reach the log.
+                await terminating.send_all(lines("000000003", "terminate"))
+                finished = await server.finish(within=QUICK)
+                elapsed = trio.current_time() - started
+                assert await server.wait_closed(terminating) == b""
+            # The idle client was disconnected, and shutdown did not wait for it to leave.
+            assert await server.wait_closed(idle) == b""
     assert finished.returncode == 0, finished.stderr
     assert elapsed < QUICK
     counts = report_counts(finished.stdout)
@@ -95,44 +83,50 @@ def test_terminate_exits_quickly_and_stdout_holds_only_reports(tmp_path: Path) -
     assert logged(tmp_path) == [line("000000001"), line("000000002"), line("000000003")]
 
 
-def test_reports_count_new_unique_and_duplicate_numbers(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--report-interval", "0.2") as server:
-        send_and_close(server.port, lines("000000001", "000000002", "000000001", "000000003"))
-        send_and_close(server.port, lines("000000002"))
-        server.wait_for_report(lambda unique, duplicates: unique >= 3 and duplicates >= 2)
+async def test_reports_count_new_unique_and_duplicate_numbers(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--report-interval", "0.2")
+        await server.send_and_wait_closed(lines("000000001", "000000002", "000000001", "000000003"))
+        await server.send_and_wait_closed(lines("000000002"))
+        await server.wait_for_report(
+            lambda unique, duplicates: unique >= 3 and duplicates >= 2, "3 unique, 2 duplicates"
+        )
         assert server.report_sums() == (3, 2)
         assert "Unique total: 3" in server.stdout
         # Counts are per period: with nothing new, the next report has only the total.
-        assert server.wait_for_next_report() == (0, 0, 3)
-        send_terminate(server.port)
-        finished = server.finish()
+        assert await server.wait_for_next_report() == (0, 0, 3)
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert sums(report_counts(finished.stdout)) == (3, 2)
 
 
-def test_log_is_cleared_at_start(tmp_path: Path) -> None:
+async def test_log_is_cleared_at_start(tmp_path: Path) -> None:
     log = tmp_path / "numbers.log"
     log.write_bytes(b"junk from an earlier run\n" + lines("123456789", "000000042"))
-    with running_server(tmp_path) as server:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
         assert log.read_bytes() == b""
-        send_and_close(server.port, lines("000000042"))
-        send_terminate(server.port)
-        finished = server.finish()
+        await server.send_and_wait_closed(lines("000000042"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [line("000000042")]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_exits_cleanly_and_keeps_the_numbers_received(
+async def test_signal_exits_cleanly_and_keeps_the_numbers_received(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
-    with running_server(tmp_path) as server, connect(server.port) as idle:
-        # The server closes after the client's end of stream: everything sent has been read.
-        send_and_close(server.port, lines("000000001", "000000002", "000000001"))
-        send_and_close(server.port, lines("000000003"))
-        server.signal(signum)
-        finished = server.finish(timeout=QUICK)
-        assert wait_closed(idle) == b""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
+        async with await server.connect() as idle:
+            # The server closes after the client's end of stream: everything sent has been read.
+            await server.send_and_wait_closed(lines("000000001", "000000002", "000000001"))
+            await server.send_and_wait_closed(lines("000000003"))
+            server.signal(signum)
+            finished = await server.finish(within=QUICK)
+            assert await server.wait_closed(idle) == b""
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
     report_counts(finished.stdout)
@@ -144,28 +138,29 @@ def test_signal_exits_cleanly_and_keeps_the_numbers_received(
     [(signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT), (signal.SIGTERM,) * 2],
     ids=["SIGINT-SIGTERM", "SIGTERM-SIGINT", "SIGTERM-SIGTERM"],
 )
-def test_a_second_signal_while_shutting_down_is_ignored(
+async def test_a_second_signal_while_shutting_down_is_ignored(
     tmp_path: Path, first: signal.Signals, second: signal.Signals
 ) -> None:
-    with running_server(tmp_path) as server:
-        send_and_close(server.port, lines("000000001"))
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
+        await server.send_and_wait_closed(lines("000000001"))
         server.signal(first)
-        server.read_until(lambda: "shutting down" in server.stderr)
+        await server.wait_until(lambda: "shutting down" in server.stderr, "'shutting down'")
         # The process still has its drain and exit ahead (tens of milliseconds at least).
         server.signal(second)
-        finished = server.finish(timeout=QUICK)
+        finished = await server.finish(within=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
     assert logged(tmp_path) == [line("000000001")]
 
 
-def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -> None:
+async def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -> None:
     (tmp_path / "numbers.log").write_bytes(b"000000001\n")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        finished = run_server(tmp_path, "--host", HOST, "--port", str(port))
+        finished = await run_server(tmp_path, "--host", HOST, "--port", str(port))
     assert finished.returncode == 1
     _assert_one_line_error(finished.stderr)
     assert str(port) in finished.stderr
@@ -186,11 +181,11 @@ def test_port_in_use_fails_with_one_line_and_keeps_the_old_log(tmp_path: Path) -
     ],
     ids=["missing-dir", "a-dir", "no-permission", "parent-is-a-file"],
 )
-def test_unwritable_log_file_fails_before_listening(
+async def test_unwritable_log_file_fails_before_listening(
     tmp_path: Path, log_file: str, reason: str
 ) -> None:
     (tmp_path / "a-file").write_bytes(b"")
-    finished = run_server(tmp_path, "--log-file", log_file)
+    finished = await run_server(tmp_path, "--log-file", log_file)
     assert finished.returncode == 1
     _assert_one_line_error(finished.stderr)
     assert re.search(f"cannot open log file {re.escape(log_file)}: ({reason})$", finished.stderr)
@@ -200,20 +195,22 @@ def test_unwritable_log_file_fails_before_listening(
     assert (tmp_path / "a-file").read_bytes() == b""
 
 
-def test_a_device_can_be_the_log(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--log-file", "/dev/null") as server:
-        send_and_close(server.port, lines("000000001", "000000001"))
-        send_terminate(server.port)
-        finished = server.finish()
+async def test_a_device_can_be_the_log(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--log-file", "/dev/null")
+        await server.send_and_wait_closed(lines("000000001", "000000001"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
 
 
-def test_a_full_device_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--log-file", "/dev/full") as server:
-        with connect(server.port) as client:
-            client.sendall(lines("000000001"))
-            wait_closed(client)
-        finished = server.finish()
+async def test_a_full_device_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--log-file", "/dev/full")
+        async with await server.connect() as client:
+            await client.send_all(lines("000000001"))
+            await server.wait_closed(client)
+        finished = await server.finish()
     assert finished.returncode == 1
     assert finished.stderr.splitlines()[1:] == [
         "numlog-trio: cannot write /dev/full: No space left on device"
@@ -224,18 +221,21 @@ FILE_SIZE_LIMIT = 500
 LIMITED_SERVER = limited_server("RLIMIT_FSIZE", FILE_SIZE_LIMIT)
 
 
-def test_a_disk_filling_up_stops_the_server_and_the_log_keeps_whole_lines(
+async def test_a_disk_filling_up_stops_the_server_and_the_log_keeps_whole_lines(
     tmp_path: Path,
 ) -> None:
     first = [f"{n:09d}" for n in range(30)]  # 300 bytes: fit
     second = [f"{n:09d}" for n in range(1000, 1030)]  # 300 more: cross the limit mid-write
-    with running_server(tmp_path, "--report-interval", "0.1", command=LIMITED_SERVER) as server:
-        send_and_close(server.port, lines(*first))
-        server.wait_for_report(lambda unique, _: unique == 30)
-        with connect(server.port) as client:
-            client.sendall(lines(*second))
-            wait_closed(client)
-        finished = server.finish()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(
+            nursery, tmp_path, "--report-interval", "0.1", command=LIMITED_SERVER
+        )
+        await server.send_and_wait_closed(lines(*first))
+        await server.wait_for_report(lambda unique, _: unique == 30, "30 unique")
+        async with await server.connect() as client:
+            await client.send_all(lines(*second))
+            await server.wait_closed(client)
+        finished = await server.finish()
     assert finished.returncode == 1
     assert "numlog-trio: cannot write numbers.log: File too large" in finished.stderr.splitlines()
     assert "Traceback" not in finished.stderr
@@ -248,24 +248,27 @@ DESCRIPTOR_LIMIT = 30
 FEW_DESCRIPTORS_SERVER = limited_server("RLIMIT_NOFILE", DESCRIPTOR_LIMIT)
 
 
-def test_running_out_of_file_descriptors_is_reported_in_one_line_and_survived(
+async def test_running_out_of_file_descriptors_is_reported_in_one_line_and_survived(
     tmp_path: Path,
 ) -> None:
-    with running_server(tmp_path, command=FEW_DESCRIPTORS_SERVER) as server, ExitStack() as stack:
-        crowd = [stack.enter_context(connect(server.port)) for _ in range(DESCRIPTOR_LIMIT)]
-        server.read_until(lambda: "Too many open files" in server.stderr)
-        for sock in crowd:
-            sock.close()
-        send_and_close(server.port, lines("000000001"))
-        send_terminate(server.port)
-        finished = server.finish()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, command=FEW_DESCRIPTORS_SERVER)
+        async with AsyncExitStack() as crowd:
+            for _ in range(DESCRIPTOR_LIMIT):
+                await crowd.enter_async_context(await server.connect())
+            await server.wait_until(
+                lambda: "Too many open files" in server.stderr, "'Too many open files'"
+            )
+        await server.send_and_wait_closed(lines("000000001"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
     assert all(text.startswith("numlog-trio: ") for text in finished.stderr.splitlines())
     assert logged(tmp_path) == [line("000000001")]
 
 
-def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> None:
+async def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> None:
     # The pipeline's reader exits at once, so the server's first report meets a closed pipe.
     closed_stdout = (
         "bash",
@@ -273,12 +276,17 @@ def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> 
         'set -o pipefail; "$0" -P -m numlog_trio "$@" | true',
         sys.executable,
     )
-    with running_server(tmp_path, "--report-interval", "0.05", command=closed_stdout) as server:
-        server.read_until(lambda: "reports stop" in server.stderr)
-        time.sleep(0.3)  # several more reports are due meanwhile: they must go unsaid
-        send_and_close(server.port, lines("000000001"))
-        send_terminate(server.port)
-        finished = server.finish()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(
+            nursery, tmp_path, "--report-interval", "0.05", command=closed_stdout
+        )
+        await server.wait_until(lambda: "reports stop" in server.stderr, "'reports stop'")
+        # Real time is what is tested: several more reports fall due meanwhile, and they
+        # must go unsaid (nothing on stderr either), which only time passing can show.
+        await trio.sleep(0.3)
+        await server.send_and_wait_closed(lines("000000001"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
     assert finished.stderr.count("reports stop") == 1
@@ -298,8 +306,8 @@ def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Path) -> 
     ],
     ids=" ".join,
 )
-def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[str, ...]) -> None:
-    finished = run_server(tmp_path, *options)
+async def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[str, ...]) -> None:
+    finished = await run_server(tmp_path, *options)
     assert finished.returncode == 2
     _assert_one_line_error(finished.stderr)
     assert finished.stdout == ""
@@ -317,8 +325,8 @@ def test_idle_timeout_must_be_a_positive_number(
     _assert_one_line_error(capsys.readouterr().err)
 
 
-def test_help_mentions_every_option(tmp_path: Path) -> None:
-    finished = run_server(tmp_path, "--help")
+async def test_help_mentions_every_option(tmp_path: Path) -> None:
+    finished = await run_server(tmp_path, "--help")
     assert finished.returncode == 0
     assert finished.stderr == ""
     options = ("--host", "--port", "--log-file", "--max-clients", "--report-interval")
@@ -328,17 +336,18 @@ def test_help_mentions_every_option(tmp_path: Path) -> None:
     assert not (tmp_path / "numbers.log").exists()
 
 
-def test_console_script_serves_and_terminates(tmp_path: Path) -> None:
+async def test_console_script_serves_and_terminates(tmp_path: Path) -> None:
     command = [console_script("numlog-trio")]
-    with running_server(tmp_path, command=command) as server:
-        send_and_close(server.port, lines("000000777", "000000777"))
-        send_terminate(server.port)
-        finished = server.finish()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, command=command)
+        await server.send_and_wait_closed(lines("000000777", "000000777"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [line("000000777")]
 
 
-def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
+async def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
     invalid_lines = [
         b"12345678" + line(""),
         b"0000000001" + line(""),
@@ -349,16 +358,17 @@ def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
         line("terminate "),
         line("TERMINATE"),
     ]
-    with running_server(tmp_path) as server:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path)
         for index, invalid in enumerate(invalid_lines):
             before, after = f"{index:09d}", f"{100 + index:09d}"
-            with connect(server.port) as sock:
+            async with await server.connect() as client:
                 # No end of stream from the client: the invalid line alone ends the connection.
-                sock.sendall(line(before) + invalid + line(after))
-                assert wait_closed(sock) == b"", invalid
-        send_and_close(server.port, lines("000000999"))
-        send_terminate(server.port)
-        finished = server.finish()
+                await client.send_all(line(before) + invalid + line(after))
+                assert await server.wait_closed(client) == b"", invalid
+        await server.send_and_wait_closed(lines("000000999"))
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
     expected = [line(f"{index:09d}") for index in range(len(invalid_lines))]
@@ -366,13 +376,14 @@ def test_invalid_line_closes_only_that_connection(tmp_path: Path) -> None:
     assert "invalid" not in finished.stderr  # a hostile client cannot flood stderr
 
 
-def test_verbose_logs_each_invalid_connection(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--verbose") as server:
-        with connect(server.port) as sock:
-            sock.sendall(b"12345678" + line(""))
-            assert wait_closed(sock) == b""
-        send_terminate(server.port)
-        finished = server.finish()
+async def test_verbose_logs_each_invalid_connection(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--verbose")
+        async with await server.connect() as client:
+            await client.send_all(b"12345678" + line(""))
+            assert await server.wait_closed(client) == b""
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert "numlog-trio: closing a connection that sent an invalid line" in finished.stderr
 
@@ -380,42 +391,43 @@ def test_verbose_logs_each_invalid_connection(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "limit"), [((), 5), (("--max-clients", "2"), 2)], ids=["default", "max-2"]
 )
-def test_clients_beyond_the_limit_wait_unread(
+async def test_clients_beyond_the_limit_wait_unread(
     tmp_path: Path, options: tuple[str, ...], limit: int
 ) -> None:
-    with (
-        running_server(tmp_path, "--report-interval", "0.1", *options) as server,
-        ExitStack() as stack,
-    ):
-        served = [stack.enter_context(connect(server.port)) for _ in range(limit)]
-        for index, sock in enumerate(served):
-            sock.sendall(line(f"{index:09d}"))
-        server.wait_for_report(lambda unique, _: unique == limit)
-        waiting = stack.enter_context(connect(server.port))
-        waiting.sendall(line("000000999"))
-        waiting.shutdown(socket.SHUT_WR)
+    async with trio.open_nursery() as nursery, AsyncExitStack() as clients:
+        server = await start_server(nursery, tmp_path, "--report-interval", "0.1", *options)
+        served = [await clients.enter_async_context(await server.connect()) for _ in range(limit)]
+        for index, client in enumerate(served):
+            await client.send_all(line(f"{index:09d}"))
+        await server.wait_for_report(lambda unique, _: unique == limit, f"{limit} unique")
+        waiting = await clients.enter_async_context(await server.connect())
+        await waiting.send_all(line("000000999"))
+        await waiting.send_eof()
         # Had the server read it, the end of stream would have made it close the connection.
-        assert is_open_after(waiting, 0.5)
+        assert await server.is_open_after(waiting, 0.5)
         assert server.report_sums() == (limit, 0)
-        served[0].shutdown(socket.SHUT_WR)
-        assert wait_closed(served[0]) == b""
-        assert wait_closed(waiting) == b""
-        server.wait_for_report(lambda unique, _: unique == limit + 1)
-        send_terminate(server.port)
-        finished = server.finish(timeout=QUICK)
+        await served[0].send_eof()
+        assert await server.wait_closed(served[0]) == b""
+        assert await server.wait_closed(waiting) == b""
+        await server.wait_for_report(lambda unique, _: unique == limit + 1, f"{limit + 1} unique")
+        await server.send_terminate()
+        finished = await server.finish(within=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [*(line(f"{i:09d}") for i in range(limit)), line("000000999")]
 
 
-def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--idle-timeout", "0.2") as server:
-        with connect(server.port) as silent:
-            silent.sendall(lines("000000001") + b"0000")
-            started = time.monotonic()
-            assert wait_closed(silent) == b""
-            assert time.monotonic() - started >= 0.1
-        send_terminate(server.port)
-        finished = server.finish()
+async def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--idle-timeout", "0.2")
+        async with await server.connect() as silent:
+            await silent.send_all(lines("000000001") + b"0000")
+            started = trio.current_time()
+            assert await server.wait_closed(silent) == b""
+            assert trio.current_time() - started >= 0.1
+        await server.send_terminate()
+        finished = await server.finish()
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [line("000000001")]
 
