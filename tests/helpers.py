@@ -10,8 +10,8 @@ Rules for every test (stated here once; each test module says which way it runs 
   only a kernel socket shows (resets, back-pressure); the real clock.
 - As a command: the installed ``numlog-trio`` in a subprocess (:func:`start_server`, on
   ``trio.run_process``), on 127.0.0.1 with ``--port 0``, its port read back from its
-  "listening" line, its working directory the test's ``tmp_path``. A server still running
-  when the test ends is killed.
+  "listening" line, its working directory the test's ``tmp_path``. Each test waits, within
+  a bound, for its server to exit; a test that fails first kills it.
 
 ``benchmarks/load.py`` starts its servers with :func:`start_server` too, where only the ``load``
 extra is installed: this module imports neither pytest nor hypothesis.
