@@ -36,6 +36,10 @@ from helpers import (
 
 from numlog_trio._cli import build_parser
 
+SIGNALS = pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
+
 
 def _assert_one_line_error(stderr: str) -> None:
     assert len(stderr.splitlines()) == 1, stderr
@@ -114,7 +118,7 @@ async def test_log_is_cleared_at_start(tmp_path: Path) -> None:
     assert logged(tmp_path) == [line("000000042")]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 async def test_signal_exits_cleanly_and_keeps_the_numbers_received(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
@@ -432,7 +436,7 @@ async def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(
     assert logged(tmp_path) == [line("000000001")]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 async def test_a_signal_the_moment_the_server_says_it_listens_is_a_clean_shutdown(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
