@@ -199,16 +199,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_interval=args.report_interval,
         idle_timeout=math.inf if args.idle_timeout is None else args.idle_timeout,
     )
+    status = 0
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
         # fails before anything listens.
         with LogWriter.open(args.log_file) as writer:
             writer.reserve_memory()
-            trio.run(_serve_until_shutdown, args.host, args.port, config, writer)
-    except ServiceError as fault:
+            try:
+                trio.run(_serve_until_shutdown, args.host, args.port, config, writer)
+            except* ServiceError as faults:
+                # One line for each: a write and a background sync can fail together.
+                for fault in faults.exceptions:
+                    logger.error("%s", fault)
+                status = 1
+    except ServiceError as fault:  # opening the log, mapping the bitmap or closing the log
         logger.error("%s", fault)
-        return 1
-    return 0
+        status = 1
+    return status
 
 
 def run() -> NoReturn:

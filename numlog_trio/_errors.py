@@ -28,21 +28,25 @@ class MemoryOutError(ServiceError):
 
 @contextlib.contextmanager
 def defer_to_the_fault() -> Iterator[None]:
-    """Let one service fault out of the nurseries inside as itself, not in exception groups.
+    """Let service faults out of the nurseries inside as themselves, not in nested groups.
 
     A nursery whose task failed with a :class:`ServiceError` cancels its other tasks, which
-    stop quietly; what leaves is a group (or nested groups) holding that one fault. When that
-    is all it holds, the fault is raised alone, so that callers catch it by its type. Any
-    other group, with a second fault, a bug or a KeyboardInterrupt in it, leaves untouched.
+    stop quietly; what leaves is a group (or nested groups) holding that fault. When a group
+    holds nothing but faults, one fault is raised alone, so that callers catch it by its
+    type, and several (a write and a background sync failing together) as one flat
+    :class:`ExceptionGroup` of them, for ``except*``. Any other group, with a bug or a
+    KeyboardInterrupt in it, leaves untouched.
     """
     try:
         yield
     except BaseExceptionGroup as group:
         faults, others = group.split(ServiceError)
-        leaves = [] if faults is None or others is not None else list(_leaves(faults))
-        if len(leaves) != 1:
+        if faults is None or others is not None:
             raise
-        raise leaves[0] from None
+        leaves = list(_leaves(faults))
+        if len(leaves) == 1:
+            raise leaves[0] from leaves[0].__cause__
+        raise ExceptionGroup("service faults", leaves) from None
 
 
 def _leaves(group: BaseExceptionGroup[ServiceError]) -> Iterator[ServiceError]:

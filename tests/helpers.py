@@ -436,6 +436,26 @@ def limited_server(limit: str, value: int) -> tuple[str, ...]:
     )
 
 
+def signalled_on_listening(signum: signal.Signals) -> tuple[str, ...]:
+    """Return a server command that gets ``signum`` the instant it logs its listening line.
+
+    The signal is raised from within the logging call, before the line reaches stderr: the
+    earliest moment anyone reading the line could send it, without a race.
+    """
+    return (
+        sys.executable,
+        "-P",
+        "-c",
+        "import logging, runpy, signal\n"
+        "class SignalOnListening(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if record.getMessage().startswith('listening on '):\n"
+        f"            signal.raise_signal({int(signum)})\n"
+        "logging.getLogger('numlog_trio').addHandler(SignalOnListening())\n"
+        "runpy.run_module('numlog_trio', run_name='__main__')",
+    )
+
+
 @attrs.frozen
 class Finished:
     """How a process ended, and all it printed."""

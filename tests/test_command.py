@@ -5,12 +5,14 @@ nothing else there, ``terminate`` and signals shutting down cleanly, one-line er
 exit statuses when it cannot start or cannot write, the client limit and the idle timeout on
 real loopback sockets. The servers run as commands under the rules in ``helpers.py``.
 
-Only the option parser's rejection of bad values is also checked in-process, where a process
-per value would add nothing but start-up time.
+Two things are checked in-process instead: the option parser's rejection of bad values, where
+a process per value would add nothing but start-up time, and faults that come together, which
+cannot be timed from outside.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import socket
@@ -30,11 +32,13 @@ from helpers import (
     logged,
     report_counts,
     run_server,
+    signalled_on_listening,
     start_server,
     sums,
 )
 
-from numlog_trio._cli import build_parser
+from numlog_trio import LogWriteError
+from numlog_trio._cli import build_parser, main
 
 SIGNALS = pytest.mark.parametrize(
     "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
@@ -441,11 +445,34 @@ async def test_a_signal_the_moment_the_server_says_it_listens_is_a_clean_shutdow
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     # A supervisor signals as soon as it reads the listening line: the handlers must be in
-    # place by then, or the default action kills the server (status -15 for SIGTERM).
+    # place by then, or the default action kills the server (status -15 for SIGTERM). The
+    # signal comes from within the server's own logging of that line, so there is no race.
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery, tmp_path)
-        server.signal(signum)
+        server = await start_server(nursery, tmp_path, command=signalled_on_listening(signum))
         finished = await server.finish(within=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert f"received {signum.name}: shutting down" in finished.stderr
     assert logged(tmp_path) == []
+
+
+def test_faults_that_come_together_are_one_line_each_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process: a write and a background sync failing at once cannot be timed from outside.
+    def failing_run(*args: object) -> None:
+        raise ExceptionGroup(
+            "service faults",
+            [
+                LogWriteError("cannot write numbers.log: Input/output error"),
+                LogWriteError("cannot sync numbers.log: Input/output error"),
+            ],
+        )
+
+    monkeypatch.setattr(trio, "run", failing_run)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # main() adds its own
+    monkeypatch.chdir(tmp_path)
+    assert main(["--port", "0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "numlog-trio: cannot write numbers.log: Input/output error",
+        "numlog-trio: cannot sync numbers.log: Input/output error",
+    ]
