@@ -172,6 +172,34 @@ async def test_run_syncs_in_the_background_as_the_log_grows(
     assert synced_sizes[-1] == log.stat().st_size
 
 
+async def test_run_has_one_background_sync_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow disk must not pile up syncs: while one runs, growth calls for no other.
+    release = threading.Event()
+    syncs_started: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        syncs_started.append(fd)
+        assert release.wait(5), "the test never released the sync"
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(_writer, "SYNC_EVERY", 10)  # bytes: every write calls for a sync
+    log = tmp_path / "numbers.log"
+    with trio.fail_after(5), LogWriter.open(log) as writer:
+        send, receive = trio.open_memory_channel[Batch](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, receive)
+            async with send:
+                for number in range(5):
+                    await send.send(batch(lines(number)))
+                    while writer.totals.unique <= number:  # noqa: ASYNC110 (a thread writes)
+                        await trio.sleep(0.001)
+                assert len(syncs_started) == 1, f"{len(syncs_started)} syncs at once"
+                release.set()
+    assert log.read_bytes() == lines(*range(5))
+
+
 async def test_run_hands_waiting_batches_to_its_thread_together_and_writes_them_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
