@@ -37,7 +37,15 @@ except ImportError:  # the server does not need NumPy; only this load tool does
 
 # The tests' harness starts the servers here too (as the fuzz target shares their reference).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import HOST, SERVER_MODULE, ServerProcess, console_script, start_server
+from helpers import (
+    HOST,
+    SERVER_MODULE,
+    ServerProcess,
+    console_script,
+    format_lines,
+    parse_lines,
+    start_server,
+)
 
 from numlog_trio._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
 from numlog_trio._framing import LINE_SIZE, LineFramer, Outcome
@@ -104,38 +112,17 @@ def sorted_unique(values: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     return ordered[keep]
 
 
-def format_lines(numbers: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint8]:
-    """Return the lines of ``numbers``: nine digits with leading zeros and a newline each."""
-    lines = np.empty((len(numbers), LINE_SIZE), dtype=np.uint8)
-    lines[:, 9] = ord("\n")
-    rest = numbers.copy()
-    for column in range(8, -1, -1):
-        rest, digit = np.divmod(rest, 10)
-        lines[:, column] = digit + ord("0")
-    return lines.reshape(-1)
-
-
-def parse_lines(records: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
-    """Return the numbers of valid number lines, given as ``(n, 10)`` rows."""
-    numbers = np.zeros(len(records), dtype=np.uint32)
-    for column in range(LINE_SIZE - 1):
-        numbers *= 10
-        numbers += records[:, column]
-        numbers -= ord("0")
-    return numbers
-
-
 def check_log(path: Path, distinct: npt.NDArray[np.uint32]) -> str | None:
     """Return why the log at ``path`` is not exactly the ``distinct`` numbers, or None."""
     data = np.fromfile(path, dtype=np.uint8)
     if len(data) % LINE_SIZE:
         return f"{path} ends in a partial line ({len(data)} bytes)"
-    records = data.reshape(-1, LINE_SIZE)
+    lines = data.reshape(-1, LINE_SIZE)
     step = LINE_SIZE * 10_000_000  # whole lines, checked a slice at a time
     for start in range(0, len(data), step):
         if LineFramer().feed(data[start : start + step].tobytes()).outcome is not Outcome.MORE:
             return f"{path} has a line that is not nine digits and a newline"
-    logged = np.sort(parse_lines(records))
+    logged = np.sort(parse_lines(lines))
     if len(logged) > 1 and (logged[1:] == logged[:-1]).any():
         return f"{path} holds a number twice"
     if len(logged) != len(distinct) or not (logged == distinct).all():
@@ -208,21 +195,24 @@ class Exited:
 
 
 def run_trio(main: Callable[[], Awaitable[T]]) -> T:
-    """Return ``trio.run(main)``, but raise the error that ended it as itself.
+    """Return ``trio.run(main)``, but raise the tool's own failure that ended it as itself.
 
-    Trio gathers the errors of a nursery's tasks into an ExceptionGroup. Here one task at a
-    time can fail (the harness's tasks only read the server's output, and are cancelled when
-    the nursery closes), so its error is raised as itself, for the callers to catch by type.
+    Trio gathers the errors of a nursery's tasks into an ExceptionGroup. When the group holds
+    just one OSError or RuntimeError (the failures this tool documents: the harness's tasks
+    only read the server's output, and stop quietly when the nursery closes), that error is
+    raised alone, for the callers to catch by type. Anything else (several errors, a bug,
+    Ctrl-C) leaves in its group.
     """
     try:
         return trio.run(main)
     except BaseExceptionGroup as group:
-        error: BaseException = group
-        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            error = error.exceptions[0]
-        if error is group:
+        failures, others = group.split((OSError, RuntimeError))
+        if failures is None or others is not None or len(failures.exceptions) != 1:
             raise
-        raise error from None
+        (failure,) = failures.exceptions
+        if isinstance(failure, BaseExceptionGroup):
+            raise
+        raise failure from failure.__cause__
 
 
 async def start_measured(

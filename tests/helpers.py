@@ -92,22 +92,42 @@ def logged(directory: Path) -> list[bytes]:
     return sorted((directory / "numbers.log").read_bytes().splitlines(keepends=True))
 
 
-def logged_numbers(directory: Path) -> NDArray[np.int64]:
+def format_lines(numbers: NDArray[np.uint32]) -> NDArray[np.uint8]:
+    """Return the lines of ``numbers``, fast: nine digits with leading zeros and a newline each.
+
+    The load generator (``benchmarks/load.py``) formats its workloads with this too.
+    """
+    lines = np.empty((len(numbers), 10), dtype=np.uint8)
+    lines[:, 9] = ord("\n")
+    rest = numbers.copy()
+    for column in range(8, -1, -1):
+        rest, digit = np.divmod(rest, 10)
+        lines[:, column] = digit + ord("0")
+    return lines.reshape(-1)
+
+
+def parse_lines(lines: NDArray[np.uint8]) -> NDArray[np.uint32]:
+    """Return the numbers of valid number lines, given as an ``(n, 10)`` array."""
+    numbers = np.zeros(len(lines), dtype=np.uint32)
+    for column in range(9):
+        numbers *= 10
+        numbers += lines[:, column]
+        numbers -= ord("0")
+    return numbers
+
+
+def logged_numbers(directory: Path) -> NDArray[np.uint32]:
     """Return the numbers of ``numbers.log`` in ``directory``, in order, read fast.
 
     Also checks that the log holds nothing but whole lines of nine digits and a newline.
     """
     data = (directory / "numbers.log").read_bytes()
     assert len(data) % 10 == 0, f"the log ends with an unfinished line: {data[-20:]!r}"
-    table = np.frombuffer(data, dtype=np.uint8).reshape(-1, 10)
-    assert (table[:, 9] == ord("\n")).all(), "a line of the log is not 9 characters long"
-    digits = table[:, :9] - np.uint8(ord("0"))  # anything but a digit wraps around past 9
+    lines = np.frombuffer(data, dtype=np.uint8).reshape(-1, 10)
+    assert (lines[:, 9] == ord("\n")).all(), "a line of the log is not 9 characters long"
+    digits = lines[:, :9] - np.uint8(ord("0"))  # anything but a digit wraps around past 9
     assert (digits <= 9).all(), "a line of the log is not nine digits"
-    numbers = np.zeros(len(table), dtype=np.int64)
-    for column in range(9):
-        numbers *= 10
-        numbers += digits[:, column]
-    return numbers
+    return parse_lines(lines)
 
 
 def report_counts(stdout: str) -> list[tuple[int, int, int]]:
@@ -413,12 +433,7 @@ async def reset(stream: trio.SocketStream) -> None:
 
 def numbered_lines(start: int, count: int) -> bytes:
     """Return lines for start, start + 1, ..., fast enough for megabytes of load."""
-    numbers = np.arange(start, start + count, dtype=np.uint32)
-    table = np.full((count, 10), ord("\n"), dtype=np.uint8)
-    for column in range(8, -1, -1):
-        table[:, column] = ord("0") + numbers % 10
-        numbers //= 10
-    return table.tobytes()
+    return format_lines(np.arange(start, start + count, dtype=np.uint32)).tobytes()
 
 
 # The installed command in a subprocess, driven from the test's Trio run.

@@ -76,7 +76,7 @@ def _keep_busy(
         nursery.start_soon(server.stream_until_closed, stream, data)
 
 
-def _assert_no_duplicates(numbers: NDArray[np.int64]) -> None:
+def _assert_no_duplicates(numbers: NDArray[np.uint32]) -> None:
     ordered = np.sort(numbers)
     assert not (ordered[1:] == ordered[:-1]).any(), "a number was logged twice"
 

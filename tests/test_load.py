@@ -18,7 +18,8 @@ import pytest
 # The load tool is a script among the benchmarks, not part of the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import load
-from load import check_log, format_lines, main, make_workload, run_against_spawned
+from helpers import format_lines
+from load import check_log, main, make_workload, run_against_spawned
 
 BASELINE = Path(load.__file__).with_name("baseline_server.py")
 DISCARD = Path(load.__file__).with_name("discard_server.py")
