@@ -801,20 +801,6 @@ async def _read_until_closed(stream: trio.SocketStream, within: float) -> bytes 
     return None
 
 
-async def send_and_wait_closed(port: int, data: bytes) -> None:
-    """Send data, half-close, and wait until the server has read it all and closed too.
-
-    For a server that is not a :class:`ServerProcess`; see
-    :meth:`ServerProcess.send_and_wait_closed`.
-    """
-    async with await open_client(port) as stream:
-        await stream.send_all(data)
-        await stream.send_eof()
-        received = await _read_until_closed(stream, TIMEOUT)
-        assert received is not None, f"the server kept the connection open for {TIMEOUT} s"
-        assert received == b"", f"the server replied {received!r}"
-
-
 async def served_clients(
     server: ServerProcess, stack: AsyncExitStack, numbers: Sequence[str]
 ) -> list[trio.SocketStream]:

@@ -110,7 +110,7 @@ PIPE_SIZE = 4096
 """Bytes a pipe holds at least (one page): less than one client's batch of number lines."""
 
 
-async def _read_until_closed(pipe: trio.lowlevel.FdStream, within: float = TIMEOUT) -> bytes:
+async def _read_fifo_until_closed(pipe: trio.lowlevel.FdStream, within: float = TIMEOUT) -> bytes:
     """Read a pipe until its writer closes it; fail after ``within`` seconds."""
     received = bytearray()
     with trio.move_on_after(within):
@@ -150,7 +150,7 @@ async def test_a_shutdown_while_the_writer_is_behind_still_writes_every_batch_ha
             else:
                 server.signal(signal.Signals[shutdown])
                 await server.wait_until(lambda: "shutting down" in server.stderr, "shutdown")
-            logged = await _read_until_closed(pipe)
+            logged = await _read_fifo_until_closed(pipe)
             finished = await server.finish(within=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr
