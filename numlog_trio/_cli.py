@@ -162,16 +162,25 @@ async def _first_signal(signals: AsyncIterator[int]) -> None:
     logger.info("received %s: shutting down", signal.Signals(signum).name)
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """Ignore a signal: one during the final drain and exit must not interrupt them."""
+
+
 async def _serve_until_shutdown(
     host: str, port: int, config: ServerConfig, writer: LogWriter
 ) -> Totals:
     # Ignored rather than default once the receiver closes (it restores what it found): a
-    # second signal while the log is drained and the process exits must not kill it.
+    # second signal while the log is drained and the process exits must not kill it. Blocked
+    # meanwhile, so that one arriving between the two changes waits for the receiver. Ignored
+    # by a handler, not SIG_IGN: setting SIG_IGN (as Trio does again, to check that it runs in
+    # the main thread) would discard a signal that is waiting.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
     for shutdown_signal in _SHUTDOWN_SIGNALS:
-        signal.signal(shutdown_signal, signal.SIG_IGN)
+        signal.signal(shutdown_signal, _ignore)
     # Caught from before the port opens: a supervisor may signal the moment it reads that
     # the server listens, and that must be a clean shutdown too.
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
         listeners = await _listen(host, port)
         writer.clear()  # only once bound: a server that fails to start leaves the old log
         for listener in listeners:

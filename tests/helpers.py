@@ -451,23 +451,45 @@ def limited_server(limit: str, value: int) -> tuple[str, ...]:
     )
 
 
-def signalled_on_listening(signum: signal.Signals) -> tuple[str, ...]:
-    """Return a server command that gets ``signum`` the instant it logs its listening line.
+_SIGNAL_ON_LISTENING: Final = """
+import logging
+class SignalOnListening(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("listening on "):
+            signal.raise_signal(SIGNUM)
+logging.getLogger("numlog_trio").addHandler(SignalOnListening())
+"""
 
-    The signal is raised from within the logging call, before the line reaches stderr: the
-    earliest moment anyone reading the line could send it, without a race.
+_SIGNAL_ON_IGNORING: Final = """
+set_handler = signal.signal
+raised = []
+def set_handler_then_signal(signum, handler):
+    previous = set_handler(signum, handler)
+    if signum == SIGNUM and callable(handler) and handler.__name__ == "_ignore" and not raised:
+        raised.append(signum)
+        signal.raise_signal(SIGNUM)
+    return previous
+signal.signal = set_handler_then_signal
+"""
+
+
+def signalled_server(signum: signal.Signals, *, at: str) -> tuple[str, ...]:
+    """Return a server command that gets ``signum`` at a given instant of its start, no race.
+
+    Args:
+        signum: The signal.
+        at: ``"listening"``: from within the logging of the listening line, before the line
+            reaches stderr (the earliest moment anyone reading it could send one);
+            ``"ignoring"``: the instant the command sets the signal to be ignored (by its
+            ``_ignore`` handler), before its receiver for shutdown signals is in place.
     """
+    setup = {"listening": _SIGNAL_ON_LISTENING, "ignoring": _SIGNAL_ON_IGNORING}[at]
+    code = f"import runpy, signal\nSIGNUM = {int(signum)}\n{setup}\n"
     return (
         sys.executable,
         "-P",
         "-c",
-        "import logging, runpy, signal\n"
-        "class SignalOnListening(logging.Handler):\n"
-        "    def emit(self, record):\n"
-        "        if record.getMessage().startswith('listening on '):\n"
-        f"            signal.raise_signal({int(signum)})\n"
-        "logging.getLogger('numlog_trio').addHandler(SignalOnListening())\n"
-        "runpy.run_module('numlog_trio', run_name='__main__')",
+        code + "runpy.run_module('numlog_trio', run_name='__main__')",
     )
 
 
