@@ -441,35 +441,28 @@ async def test_idle_timeout_disconnects_a_silent_client_and_keeps_its_numbers(
 
 
 @SIGNALS
-async def test_a_signal_the_moment_the_server_says_it_listens_is_a_clean_shutdown(
-    tmp_path: Path, signum: signal.Signals
+@pytest.mark.parametrize(
+    "instant",
+    [
+        # A supervisor signals as soon as it reads the listening line: the handlers must be
+        # in place by then, or the default action kills the server (status -15 for SIGTERM).
+        "listening",
+        # Between ignoring the signal (so that one during the final drain cannot kill) and
+        # installing the receiver, a signal must wait, not be ignored and lost.
+        "ignoring",
+    ],
+)
+async def test_a_signal_at_the_critical_instants_of_start_up_is_a_clean_shutdown(
+    tmp_path: Path, signum: signal.Signals, instant: str
 ) -> None:
-    # A supervisor signals as soon as it reads the listening line: the handlers must be in
-    # place by then, or the default action kills the server (status -15 for SIGTERM). The
-    # signal comes from within the server's own logging of that line, so there is no race.
+    # The server raises the signal itself at that instant (see signalled_server): no race.
     async with trio.open_nursery() as nursery:
-        server = await start_server(
-            nursery, tmp_path, command=signalled_server(signum, at="listening")
-        )
+        command = signalled_server(signum, at=instant)
+        server = await start_server(nursery, tmp_path, command=command)
         finished = await server.finish(within=QUICK)
     assert finished.returncode == 0, finished.stderr
     assert f"received {signum.name}: shutting down" in finished.stderr
     assert logged(tmp_path) == []
-
-
-@SIGNALS
-async def test_a_signal_while_the_handlers_change_hands_is_not_lost(
-    tmp_path: Path, signum: signal.Signals
-) -> None:
-    # Between ignoring the signal (so that one during the final drain cannot kill) and
-    # installing the receiver, a signal must wait, not be ignored and lost.
-    async with trio.open_nursery() as nursery:
-        server = await start_server(
-            nursery, tmp_path, command=signalled_server(signum, at="ignoring")
-        )
-        finished = await server.finish(within=QUICK)
-    assert finished.returncode == 0, finished.stderr
-    assert f"received {signum.name}: shutting down" in finished.stderr
 
 
 def test_faults_that_come_together_are_one_line_each_and_exit_1(
