@@ -162,6 +162,8 @@ async def serve(
 
     Raises:
         LogWriteError: The log could not be written; the numbers counted are all in it.
+            Faults that come together (a write and a background sync) are raised as one
+            ExceptionGroup of them (see :func:`~numlog_trio._errors.defer_to_the_fault`).
     """
     buffers = ReceiveBuffers(RECEIVE_SIZE, config.max_clients + WRITER_BUFFERS)
     # Room for a batch per buffer: sending never blocks, the pool is what holds handlers back.

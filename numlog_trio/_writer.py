@@ -286,7 +286,8 @@ class LogWriter:
 
         Raises:
             LogWriteError: Writing or syncing the log failed. Selections not written are
-                taken back first (see :meth:`forget_unwritten`).
+                taken back first (see :meth:`forget_unwritten`). A write and a background
+                sync failing together are raised as one ExceptionGroup of both.
         """
         try:
             with defer_to_the_fault():
