@@ -631,7 +631,7 @@ class ServerProcess(CommandProcess):
 
     async def connect(self) -> trio.SocketStream:
         """Open a client connection to the server; the caller closes it."""
-        return await open_client(self.port)
+        return await trio.open_tcp_stream(HOST, self.port)
 
     async def wait_closed(self, stream: trio.SocketStream, within: float = TIMEOUT) -> bytes:
         """Read until the server closes the connection; return what it sent (it should not).
@@ -639,10 +639,17 @@ class ServerProcess(CommandProcess):
         Raises:
             AssertionError: The connection was still open after ``within`` seconds.
         """
-        received = await _read_until_closed(stream, within)
-        if received is None:
-            raise AssertionError(f"the server kept a connection open for {within} s; {self}")
-        return received
+        received = bytearray()
+        with trio.move_on_after(within):
+            while True:
+                try:
+                    chunk = await stream.receive_some()
+                except trio.BrokenResourceError:
+                    return bytes(received)  # reset: the server closed with our data unread
+                if not chunk:
+                    return bytes(received)
+                received += chunk
+        raise AssertionError(f"the server kept a connection open for {within} s; {self}")
 
     async def is_open_after(self, stream: trio.SocketStream, seconds: float) -> bool:
         """Tell whether the server keeps the connection open, silently, for ``seconds``.
@@ -801,26 +808,6 @@ async def run_client(
     async with trio.open_nursery() as nursery:
         client = await start_client(nursery, directory, port, stdin=typed, command=command)
         return await client.finish()
-
-
-async def open_client(port: int) -> trio.SocketStream:
-    """Open a TCP connection to a server on 127.0.0.1."""
-    return await trio.open_tcp_stream(HOST, port)
-
-
-async def _read_until_closed(stream: trio.SocketStream, within: float) -> bytes | None:
-    """Return what arrived until the server closed the connection; None if still open."""
-    received = bytearray()
-    with trio.move_on_after(within):
-        while True:
-            try:
-                chunk = await stream.receive_some()
-            except trio.BrokenResourceError:
-                return bytes(received)  # reset: the server closed with our data unread
-            if not chunk:
-                return bytes(received)
-            received += chunk
-    return None
 
 
 async def served_clients(
