@@ -436,6 +436,26 @@ def numbered_lines(start: int, count: int) -> bytes:
     return format_lines(np.arange(start, start + count, dtype=np.uint32)).tobytes()
 
 
+# Busy clients: each of CLIENTS sends a set of numbers of its own, over and over.
+
+CLIENTS: Final = 5
+"""The server's default number of slots: tests under load fill them all."""
+
+BUSY_NUMBERS: Final = 50_000
+"""Distinct numbers each busy client sends, over and over, unless a test says otherwise."""
+
+
+def first_number(client: int) -> int:
+    """Return where the numbers of a client start: every client sends a set of its own."""
+    return (client + 1) * 100_000_000
+
+
+def sent_by_clients(per_client: int, clients: int = CLIENTS) -> NDArray[np.int64]:
+    """Return, sorted, the numbers that the first ``clients`` clients send ``per_client`` of."""
+    starts = [first_number(client) for client in range(clients)]
+    return np.concatenate([np.arange(start, start + per_client) for start in starts])
+
+
 # The installed command in a subprocess, driven from the test's Trio run.
 
 
@@ -828,3 +848,19 @@ async def served_clients(
     expected = unique_before + len(numbers)
     await server.wait_for_report(lambda unique, _: unique == expected, f"{expected} unique")
     return clients
+
+
+def keep_busy(
+    nursery: trio.Nursery,
+    server: ServerProcess,
+    clients: Sequence[trio.SocketStream],
+    per_client: int = BUSY_NUMBERS,
+) -> None:
+    """Make each client send its own numbers over and over until the server closes it.
+
+    After the first round every number is a duplicate: the log stays small while the server
+    keeps reading, deduplicating and counting as fast as it can.
+    """
+    for client, stream in enumerate(clients):
+        data = numbered_lines(first_number(client), per_client)
+        nursery.start_soon(server.stream_until_closed, stream, data)

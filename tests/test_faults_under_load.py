@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -21,59 +20,30 @@ import pytest
 import trio
 import trio.lowlevel
 from helpers import (
+    BUSY_NUMBERS,
+    CLIENTS,
     QUICK,
     TIMEOUT,
-    ServerProcess,
+    first_number,
+    keep_busy,
     limited_server,
     line,
     logged_numbers,
     numbered_lines,
     report_counts,
+    sent_by_clients,
     served_clients,
     start_server,
     sums,
 )
 from numpy.typing import NDArray
 
-CLIENTS = 5
-"""The default number of slots: every test fills them all."""
-
 SIGNALS = pytest.mark.parametrize(
     "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
 )
 
-BUSY_NUMBERS = 50_000
-"""Distinct numbers each busy client sends, over and over."""
-
 TERMINATE_BOUND = 2.0
 """Seconds from sending ``terminate`` to the process's exit; generous for a shared machine."""
-
-
-def _first_number(client: int) -> int:
-    """Return where the numbers of a client start: every client sends a set of its own."""
-    return (client + 1) * 100_000_000
-
-
-def _sent_by_clients(per_client: int, clients: int = CLIENTS) -> NDArray[np.int64]:
-    """Return, sorted, the numbers that the first ``clients`` clients send ``per_client`` of."""
-    starts = [_first_number(client) for client in range(clients)]
-    return np.concatenate([np.arange(start, start + per_client) for start in starts])
-
-
-def _keep_busy(
-    nursery: trio.Nursery,
-    server: ServerProcess,
-    clients: Sequence[trio.SocketStream],
-    per_client: int = BUSY_NUMBERS,
-) -> None:
-    """Make each client send its own numbers over and over until the server closes it.
-
-    After the first round every number is a duplicate: the log stays small while the server
-    keeps reading, deduplicating and counting as fast as it can.
-    """
-    for client, stream in enumerate(clients):
-        data = numbered_lines(_first_number(client), per_client)
-        nursery.start_soon(server.stream_until_closed, stream, data)
 
 
 def _assert_no_duplicates(numbers: NDArray[np.uint32]) -> None:
@@ -90,7 +60,7 @@ async def test_a_signal_after_clients_sent_everything_keeps_every_number(
         server = await start_server(nursery, tmp_path)
         # The server closes after a client's end of stream only once it has read every line
         # and handed the numbers to the writer; the writer may still be busy with them.
-        data = [numbered_lines(_first_number(client), per_client) for client in range(CLIENTS)]
+        data = [numbered_lines(first_number(client), per_client) for client in range(CLIENTS)]
         async with trio.open_nursery() as senders:
             for one_client in data:
                 senders.start_soon(server.send_and_wait_closed, one_client)
@@ -103,7 +73,7 @@ async def test_a_signal_after_clients_sent_everything_keeps_every_number(
     assert elapsed < QUICK
     logged = logged_numbers(tmp_path)
     _assert_no_duplicates(logged)
-    assert np.array_equal(np.sort(logged), _sent_by_clients(per_client))
+    assert np.array_equal(np.sort(logged), sent_by_clients(per_client))
 
 
 PIPE_SIZE = 4096
@@ -133,7 +103,7 @@ async def test_a_shutdown_while_the_writer_is_behind_still_writes_every_batch_ha
     reader = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
     async with trio.lowlevel.FdStream(reader) as pipe:  # closes the reader
         fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        batches = [numbered_lines(_first_number(client), 1000) for client in range(2)]
+        batches = [numbered_lines(first_number(client), 1000) for client in range(2)]
         assert fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ) < len(batches[0])  # the writer blocks
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery, tmp_path)
@@ -165,7 +135,7 @@ async def test_a_signal_while_clients_are_sending_stops_at_once_and_logs_whole_l
         server = await start_server(nursery, tmp_path, "--report-interval", "0.05")
         clients = [await stack.enter_async_context(await server.connect()) for _ in range(CLIENTS)]
         async with trio.open_nursery() as busy:
-            _keep_busy(busy, server, clients)
+            keep_busy(busy, server, clients)
             await server.wait_for_report(lambda _, duplicates: duplicates > 0, "duplicates")
             started = trio.current_time()
             server.signal(signum)
@@ -176,7 +146,7 @@ async def test_a_signal_while_clients_are_sending_stops_at_once_and_logs_whole_l
     assert elapsed < QUICK
     logged = logged_numbers(tmp_path)
     _assert_no_duplicates(logged)
-    assert np.isin(logged, _sent_by_clients(BUSY_NUMBERS)).all(), "a number nobody sent"
+    assert np.isin(logged, sent_by_clients(BUSY_NUMBERS)).all(), "a number nobody sent"
     assert all(total <= len(logged) for *_, total in report_counts(finished.stdout))
 
 
@@ -187,7 +157,7 @@ async def test_terminate_from_a_waiting_client_waits_until_it_is_served(tmp_path
             server, stack, [f"99999999{slot}" for slot in range(CLIENTS)]
         )
         async with trio.open_nursery() as busy:
-            _keep_busy(busy, server, holders[:3])
+            keep_busy(busy, server, holders[:3])
             idle = holders[3:]
             waiting = await stack.enter_async_context(await server.connect())
             await waiting.send_all(line("123456789") + line("terminate"))
@@ -217,7 +187,7 @@ async def test_terminate_under_load_ends_everything_within_a_bound(tmp_path: Pat
             await stack.enter_async_context(await server.connect()) for _ in range(CLIENTS - 1)
         ]
         async with trio.open_nursery() as busy:
-            _keep_busy(busy, server, clients)
+            keep_busy(busy, server, clients)
             await server.wait_for_report(lambda _, duplicates: duplicates > 0, "duplicates")
             terminator = await stack.enter_async_context(await server.connect())
             started = trio.current_time()
@@ -249,7 +219,7 @@ async def test_a_disk_filling_up_under_load_disconnects_everyone_and_reports_onl
         waiting = await stack.enter_async_context(await server.connect())
         # Four clients send twice as many distinct numbers as the file may hold.
         async with trio.open_nursery() as busy:
-            _keep_busy(busy, server, holders[:4])
+            keep_busy(busy, server, holders[:4])
             finished = await server.finish()
         # Every client was disconnected: the busy ones (their nursery has ended), the idle
         # one, the one waiting unread.
@@ -262,7 +232,7 @@ async def test_a_disk_filling_up_under_load_disconnects_everyone_and_reports_onl
     _assert_no_duplicates(logged)
     assert CLIENTS < len(logged) <= FILE_SIZE_LIMIT // 10
     holders_numbers = 999_999_990 + np.arange(CLIENTS)
-    sent = np.concatenate([_sent_by_clients(BUSY_NUMBERS, clients=4), holders_numbers])
+    sent = np.concatenate([sent_by_clients(BUSY_NUMBERS, clients=4), holders_numbers])
     assert np.isin(logged, sent).all(), "a number nobody sent"
     # No report ever counted a number that is not in the log.
     counts = report_counts(finished.stdout)
