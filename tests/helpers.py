@@ -130,6 +130,65 @@ def logged_numbers(directory: Path) -> NDArray[np.uint32]:
     return parse_lines(lines)
 
 
+TORN_LINE: Final = re.compile(rb"[0-9]{0,9}")
+"""What may follow the whole lines of a log whose server was killed: part of a line's digits."""
+
+
+def assert_crash_consistent(
+    data: bytes, sent: NDArray[np.integer[Any]], *, unique_total: int = 0
+) -> int:
+    """Check a log left by a server killed at any moment (SIGKILL), and count its whole lines.
+
+    Such a log holds whole lines of nine ASCII digits and a newline, each number at most once
+    and only numbers that were sent; its last line alone may be torn: Linux can stop a large
+    write at a page boundary when a fatal signal arrives, so 1 to 9 digits of a line may end
+    the file. And a number is counted only once its write returned, so the last unique total
+    reported before the kill is at most the number of whole lines.
+
+    Args:
+        data: The log's bytes: whole lines of 10 bytes, then ``len(data) % 10`` more.
+        sent: Every number the clients sent, sorted ascending (repeats allowed).
+        unique_total: The last unique total the server reported before it was killed.
+
+    Returns:
+        How many whole lines the log holds.
+
+    Raises:
+        AssertionError: The log holds something else; the message says what and where.
+    """
+    whole = len(data) // 10
+    tail = data[whole * 10 :]
+    assert TORN_LINE.fullmatch(tail), (
+        f"after {whole} whole lines the log ends with {tail!r}, not with the 1 to 9 digits of "
+        "a torn line"
+    )
+    lines = np.frombuffer(data, dtype=np.uint8, count=whole * 10).reshape(-1, 10)
+    not_digits = lines[:, :9] - np.uint8(ord("0")) > 9  # anything but a digit wraps past 9
+    bad = np.flatnonzero((lines[:, 9] != ord("\n")) | not_digits.any(axis=1))
+    assert not len(bad), (
+        f"line {bad[0] + 1} of {whole} whole lines is {bytes(lines[bad[0]])!r}, not nine "
+        f"digits and a newline ({len(bad)} such lines)"
+    )
+    numbers = parse_lines(lines)
+    ordered = np.sort(numbers)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    assert not len(repeated), (
+        f"{repeated[0]:09d} is logged on lines "
+        f"{(np.flatnonzero(numbers == repeated[0]) + 1).tolist()} ({len(repeated)} repeats in all)"
+    )
+    assert (sent[1:] >= sent[:-1]).all(), "the numbers sent must be given in ascending order"
+    where = np.searchsorted(sent, numbers).clip(max=max(len(sent) - 1, 0))
+    unsent = np.flatnonzero(sent[where] != numbers) if len(sent) else np.arange(whole)
+    assert not len(unsent), (
+        f"line {unsent[0] + 1} logs {numbers[unsent[0]]:09d}, which no client sent "
+        f"({len(unsent)} such lines)"
+    )
+    assert unique_total <= whole, (
+        f"a report counted {unique_total} unique numbers, but the log holds {whole} whole lines"
+    )
+    return whole
+
+
 def report_counts(stdout: str) -> list[tuple[int, int, int]]:
     """Parse report lines; fail if stdout holds anything else.
 
