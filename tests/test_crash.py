@@ -7,17 +7,47 @@ at most once and only numbers that clients sent, except that its last line may b
 arrives. And the server counts a number only once its write returned, so the last unique
 total it reported before the kill is at most the number of whole lines.
 
-Here the checker is tested on logs made by hand, so that it cannot pass vacuously; it runs no
-server.
+The checker is tested first, on logs made by hand, so that it cannot pass vacuously. Then
+servers are killed at several instants of a load (none, a log of a given size, the first
+report of duplicates, seeded random times).
+
+The servers run as commands under the rules in ``helpers.py`` (:func:`helpers.start_server`
+on ``trio.run_process``, 127.0.0.1, port 0, the test's ``tmp_path``, every wait bounded and
+failing with what was seen). The busy clients (:func:`helpers.keep_busy`) are tasks of a
+nursery of the test's own, which ends once each has seen the kill break its connection. The
+log's size is watched from a worker thread, within a bound; no test sleeps to show that
+nothing happened (the random kills sleep only to choose their instant).
 """
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Final
 
 import numpy as np
 import pytest
-from helpers import assert_crash_consistent, lines
+import trio
+from helpers import (
+    CLIENTS,
+    QUICK,
+    TIMEOUT,
+    Finished,
+    ServerProcess,
+    assert_crash_consistent,
+    keep_busy,
+    lines,
+    report_counts,
+    sent_by_clients,
+    start_server,
+    sums,
+)
 
 # The checker itself.
 
@@ -80,3 +110,143 @@ def test_the_checker_accepts_whole_lines_and_a_torn_last_line(
 def test_the_checker_rejects_anything_else(data: bytes, unique_total: int, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         assert_crash_consistent(data, SENT, unique_total=unique_total)
+
+
+# Servers killed under load.
+
+PER_CLIENT: Final = 400_000
+"""Distinct numbers each busy client sends, over and over: 20 MB of new lines in all, which
+keep the writer busy for some tens of milliseconds before it only deduplicates."""
+
+RANDOM_WINDOW: Final = 0.2
+"""Seconds after the busy clients start within which the random kills fall. On the machine of
+benchmarks/RESULTS.md the first new lines reach the log some 70 ms after the start, the last
+some 120 to 180 ms after it; then the server only deduplicates."""
+
+_RANDOM: Final = random.Random(13)
+RANDOM_KILLS: Final = [round(_RANDOM.uniform(0, RANDOM_WINDOW), 3) for _ in range(2)]
+"""Seconds from the start of the load to the random kills: seeded, the same on every run."""
+
+
+def _last_unique_total(stdout: str) -> int:
+    """Return the unique total of the last complete report (0 if none), checking them all."""
+    counts = report_counts(stdout[: stdout.rfind("\n") + 1])
+    sums(counts)
+    return counts[-1][2] if counts else 0
+
+
+def _watch_log_size(
+    log: Path,
+    until: Callable[[int], bool],
+    within: float,
+    stop: threading.Event,
+) -> int | None:
+    """Poll the log's size until ``until(size)``, in a worker thread.
+
+    Returns:
+        The size that satisfied ``until``, or None if ``within`` seconds passed first or
+        ``stop`` was set.
+    """
+    deadline = time.monotonic() + within
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            size = os.fstat(fd).st_size
+            if until(size):
+                return size
+        return None
+    finally:
+        os.close(fd)
+
+
+async def _wait_log_size(
+    server: ServerProcess,
+    until: Callable[[int], bool],
+    expected: str,
+    within: float = TIMEOUT,
+) -> int:
+    """Wait until the log's size satisfies ``until``, polled from a worker thread.
+
+    Raises:
+        AssertionError: ``within`` seconds passed first; says what the server printed.
+    """
+    log = server.directory / "numbers.log"
+    stop = threading.Event()
+    try:
+        seen = await trio.to_thread.run_sync(
+            _watch_log_size,
+            log,
+            until,
+            within,
+            stop,
+            abandon_on_cancel=True,
+        )
+    finally:
+        stop.set()  # if abandoned: the thread ends at its next poll
+    if seen is None:
+        size = log.stat().st_size
+        raise AssertionError(f"no {expected} after {within} s: {size} bytes; {server}")
+    return seen
+
+
+async def _killed(server: ServerProcess) -> Finished:
+    """Wait until a server that was sent SIGKILL has ended; check that the kill ended it."""
+    finished = await server.finish(within=QUICK)
+    assert finished.returncode == -signal.SIGKILL, f"not ended by SIGKILL; {server}"
+    return finished
+
+
+async def _at_once(server: ServerProcess) -> None:
+    """Kill as soon as the server listens."""
+
+
+def _log_size(size: int) -> Callable[[ServerProcess], Awaitable[None]]:
+    """Kill once the log holds at least ``size`` bytes."""
+
+    async def wait(server: ServerProcess) -> None:
+        await _wait_log_size(server, lambda logged: logged >= size, f"log of {size} bytes")
+
+    return wait
+
+
+async def _first_duplicates(server: ServerProcess) -> None:
+    """Kill after the first report of duplicates."""
+    await server.wait_for_report(lambda _, duplicates: duplicates > 0, "duplicates")
+
+
+def _after(seconds: float) -> Callable[[ServerProcess], Awaitable[None]]:
+    """Kill ``seconds`` after the busy clients start."""
+
+    async def wait(server: ServerProcess) -> None:
+        await trio.sleep(seconds)
+
+    return wait
+
+
+@pytest.mark.parametrize(
+    ("clients", "instant"),
+    [
+        pytest.param(0, _at_once, id="listening-idle"),
+        pytest.param(CLIENTS, _log_size(64 << 10), id="log-of-64KiB"),
+        pytest.param(CLIENTS, _log_size(8 << 20), id="log-of-8MiB"),
+        pytest.param(CLIENTS, _first_duplicates, id="first-report-of-duplicates"),
+        *(pytest.param(CLIENTS, _after(t), id=f"random-{t * 1000:.0f}ms") for t in RANDOM_KILLS),
+    ],
+)
+async def test_a_sigkill_leaves_a_log_consistent_up_to_a_torn_last_line(
+    tmp_path: Path, clients: int, instant: Callable[[ServerProcess], Awaitable[None]]
+) -> None:
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        server = await start_server(nursery, tmp_path, "--report-interval", "0.05")
+        streams = [await stack.enter_async_context(await server.connect()) for _ in range(clients)]
+        async with trio.open_nursery() as busy:
+            keep_busy(busy, server, streams, PER_CLIENT)
+            await instant(server)
+            server.signal(signal.SIGKILL)
+            finished = await _killed(server)
+    sent = sent_by_clients(PER_CLIENT, clients) if clients else np.arange(0)
+    assert_crash_consistent(
+        (tmp_path / "numbers.log").read_bytes(),
+        sent,
+        unique_total=_last_unique_total(finished.stdout),
+    )
