@@ -9,7 +9,12 @@ total it reported before the kill is at most the number of whole lines.
 
 The checker is tested first, on logs made by hand, so that it cannot pass vacuously. Then
 servers are killed at several instants of a load (none, a log of a given size, the first
-report of duplicates, seeded random times).
+report of duplicates, seeded random times), and, where a torn last line is likeliest, in the
+middle of a write: the test watches the log's size and kills the server as soon as it is not
+a whole number of lines, which only happens while a write is under way. Whether that kill
+tore the last line depends on the kernel's timing, so the test records how many did (a
+``torn_tails`` property in the JUnit report, and in its captured output) instead of asserting
+it; ``benchmarks/torn_writes.py`` measures how often kills at random instants tear one.
 
 The servers run as commands under the rules in ``helpers.py`` (:func:`helpers.start_server`
 on ``trio.run_process``, 127.0.0.1, port 0, the test's ``tmp_path``, every wait bounded and
@@ -21,6 +26,7 @@ nothing happened (the random kills sleep only to choose their instant).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -118,6 +124,9 @@ PER_CLIENT: Final = 400_000
 """Distinct numbers each busy client sends, over and over: 20 MB of new lines in all, which
 keep the writer busy for some tens of milliseconds before it only deduplicates."""
 
+ALL_LINES: Final = CLIENTS * PER_CLIENT * 10
+"""Bytes of the log once it holds every number sent."""
+
 RANDOM_WINDOW: Final = 0.2
 """Seconds after the busy clients start within which the random kills fall. On the machine of
 benchmarks/RESULTS.md the first new lines reach the log some 70 ms after the start, the last
@@ -140,32 +149,49 @@ def _watch_log_size(
     until: Callable[[int], bool],
     within: float,
     stop: threading.Event,
+    kill: int | None,
 ) -> int | None:
-    """Poll the log's size until ``until(size)``, in a worker thread.
+    """Poll the log's size until ``until(size)``; then SIGKILL process ``kill``, if given.
+
+    Runs in a worker thread. The process is signalled through a pidfd, opened as the watch
+    starts, while the server runs: a kill coming late cannot hit a process that reused its id.
 
     Returns:
         The size that satisfied ``until``, or None if ``within`` seconds passed first or
         ``stop`` was set.
     """
     deadline = time.monotonic() + within
-    fd = os.open(log, os.O_RDONLY)
+    pidfd = None if kill is None else os.pidfd_open(kill)
     try:
-        while not stop.is_set() and time.monotonic() < deadline:
-            size = os.fstat(fd).st_size
-            if until(size):
-                return size
-        return None
+        fd = os.open(log, os.O_RDONLY)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                size = os.fstat(fd).st_size
+                if until(size):
+                    if pidfd is not None:
+                        with contextlib.suppress(ProcessLookupError):  # it died already
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    return size
+            return None
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 async def _wait_log_size(
     server: ServerProcess,
     until: Callable[[int], bool],
     expected: str,
+    *,
+    kill: bool = False,
     within: float = TIMEOUT,
 ) -> int:
-    """Wait until the log's size satisfies ``until``, polled from a worker thread.
+    """Wait until the log's size satisfies ``until``; with ``kill``, SIGKILL the server then.
+
+    The size is polled from a worker thread, which kills the server itself: from the moment
+    the size is seen, the kill takes no longer than a system call.
 
     Raises:
         AssertionError: ``within`` seconds passed first; says what the server printed.
@@ -179,6 +205,7 @@ async def _wait_log_size(
             until,
             within,
             stop,
+            server.process.pid if kill else None,
             abandon_on_cancel=True,
         )
     finally:
@@ -249,4 +276,55 @@ async def test_a_sigkill_leaves_a_log_consistent_up_to_a_torn_last_line(
         (tmp_path / "numbers.log").read_bytes(),
         sent,
         unique_total=_last_unique_total(finished.stdout),
+    )
+
+
+MID_WRITE_KILLS: Final = (0, 1 << 20, 4 << 20, 8 << 20, 12 << 20)
+"""Bytes the log holds, at least, before each kill in the middle of a write: the first write
+is aimed at, then writes further and further into the 20 MB of new lines."""
+
+
+def _mid_write(at_least: int) -> Callable[[int], bool]:
+    """Tell by the log's size that a write is under way, once the log holds ``at_least``.
+
+    A size that is not a whole number of lines shows a write under way: Linux grows the file
+    page by page as it copies. Once the log holds every number sent, no write is left to aim
+    at; the kill comes then.
+    """
+    return lambda size: (size >= at_least and size % 10 != 0) or size >= ALL_LINES
+
+
+async def test_a_sigkill_in_the_middle_of_a_write_tears_at_most_the_last_line(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    tails: list[int] = []
+    aimed = 0
+    for at_least in MID_WRITE_KILLS:
+        directory = tmp_path / f"after-{at_least}"
+        directory.mkdir()
+        async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+            server = await start_server(nursery, directory, "--report-interval", "0.05")
+            streams = [
+                await stack.enter_async_context(await server.connect()) for _ in range(CLIENTS)
+            ]
+            async with trio.open_nursery() as busy:
+                keep_busy(busy, server, streams, PER_CLIENT)
+                seen = await _wait_log_size(
+                    server, _mid_write(at_least), f"write after {at_least} bytes", kill=True
+                )
+                finished = await _killed(server)
+        aimed += seen % 10 != 0
+        data = (directory / "numbers.log").read_bytes()
+        assert_crash_consistent(
+            data,
+            sent_by_clients(PER_CLIENT),
+            unique_total=_last_unique_total(finished.stdout),
+        )
+        tails.append(len(data) % 10)
+    torn = sum(tail != 0 for tail in tails)
+    record_property("torn_tails", torn)
+    record_property("kills", len(tails))
+    print(
+        f"{torn} of {len(tails)} kills tore the last line (bytes after the last whole line: "
+        f"{tails}); {aimed} were sent while the log's size showed a write under way"
     )
