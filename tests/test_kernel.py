@@ -12,8 +12,18 @@ with numbers repeated inside one buffer and across buffers, at the ends of the r
 output buffer exactly full or one byte short, with more and fewer lines than the prefetch
 distance, and with lines that parse out of range (the bitmap is then left as it was).
 
+``mark_new`` is checked against a Python set read line by line: ``(count, stop)`` and the bits
+afterwards, over generated logs cut into chunks (mostly distinct numbers, with repeats and lines
+that are not numbers anywhere, after numbers marked before the call), for every byte value at
+every position of a line (alone, after valid lines, and at and around the prefetch distance),
+for repeats within the call and numbers marked before it at and around that distance, for a
+repeat just before a line that is not a number, at the ends of the range, and over a chunk of
+the size ``--resume`` reads. Lines after the stop must be left unmarked, and so must lines that
+are not numbers, including one that the kernel's parse would put inside the range.
+
 The 125 MB bitmap is one anonymous mmap for the module; each test clears the bytes it touched,
-and the tests that do not use hypothesis check afterwards that the whole bitmap is zero.
+and the tests that do not use hypothesis (and that of ``mark_new``, after each example) check
+afterwards that the whole bitmap is zero.
 """
 
 from __future__ import annotations
@@ -525,3 +535,322 @@ def test_an_out_that_starts_inside_the_lines_is_refused(
     lines = memoryview(buffer)[:30]
     with pytest.raises(ValueError, match="overlaps"):
         _kernel.select_new(clean_bitmap, lines, buffer, shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# mark_new
+
+
+STOPS: Final = {
+    _kernel.ALL_MARKED: "ALL_MARKED",
+    _kernel.NOT_A_NUMBER: "NOT_A_NUMBER",
+    _kernel.SEEN_BEFORE: "SEEN_BEFORE",
+}
+NUMBER_LINE: Final = re.compile(rb"[0-9]{9}\n")
+NOT_NUMBERS: Final = (
+    b"terminate\n",
+    b"123456789\r",
+    b"12345678\n\n",
+    b"\n123456789",
+    b"1234567890",
+    b" 12345678\n",
+    b"-12345678\n",
+    b"12345678a\n",
+    b"123456789\x00",
+    bytes(10),
+    # Not numbers, but the kernel's parse puts it inside 0..999999999: parsed before it is
+    # checked, it would mark a number.
+    b"abcdefghi\n",
+    *OUT_OF_RANGE,
+)
+"""10-byte lines that are not nine digits and a newline."""
+
+
+def mark_model(marked: set[int], lines: bytes) -> tuple[int, int]:
+    """The set model of ``mark_new``: add each line's number, up to the first line a log can't hold.
+
+    Returns:
+        ``(count, stop)`` as ``mark_new`` returns them; ``marked`` is updated.
+    """
+    count = len(lines) // LINE
+    for index in range(count):
+        piece = lines[index * LINE : (index + 1) * LINE]
+        if not NUMBER_LINE.fullmatch(piece):
+            return index, _kernel.NOT_A_NUMBER
+        number = int(piece[:9])
+        if number in marked:
+            return index, _kernel.SEEN_BEFORE
+        marked.add(number)
+    return count, _kernel.ALL_MARKED
+
+
+def numbers_of_lines(lines: bytes) -> list[int]:
+    """The numbers of the number lines among ``lines`` (wherever they are), in order."""
+    pieces = (lines[index : index + LINE] for index in range(0, len(lines), LINE))
+    return [int(piece[:9]) for piece in pieces if NUMBER_LINE.fullmatch(piece)]
+
+
+def check_mark_new(bits: mmap.mmap, marked: set[int], lines: bytes) -> tuple[int, int]:
+    """Call ``mark_new`` on ``lines`` and check it against the set ``marked``, which is updated.
+
+    Checks ``(count, stop)`` and the bits of every number of ``lines`` and of ``marked``: set
+    exactly for the numbers marked before and those of the lines before the stop.
+
+    Returns:
+        ``(count, stop)``.
+    """
+    touched = [*marked, *numbers_of_lines(lines)]
+    result = _kernel.mark_new(bits, lines)
+    expected = mark_model(marked, lines)
+    count, stop = expected
+    assert result == expected, (
+        f"kernel: {result[0]} lines, {STOPS.get(result[1], result[1])}; model: {count} lines, "
+        f"{STOPS[stop]}; at the stop: {lines[count * LINE : (count + 1) * LINE]!r}"
+    )
+    assert bits_of(bits, touched) == expected_bits(marked, touched)
+    return result
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> bytes:
+    """Lines of a log: mostly distinct numbers, and some repeats and lines not numbers.
+
+    Each repeat and line that is not a number goes in at any position, so some come before the
+    prefetch distance, some inside it and some beyond.
+    """
+    numbers = draw(st.one_of(st.lists(some_numbers, max_size=3 * AHEAD, unique=True), runs))
+    pieces = [line(number) for number in dict.fromkeys(numbers)]
+    changes = draw(st.lists(st.booleans(), max_size=3))
+    for repeat in changes:
+        if repeat and pieces:
+            piece = draw(st.sampled_from(pieces))
+        elif repeat:
+            continue
+        else:
+            piece = draw(
+                st.one_of(
+                    st.sampled_from(NOT_NUMBERS),
+                    st.binary(min_size=LINE, max_size=LINE),
+                    st.tuples(some_numbers, st.integers(0, LINE - 1), st.integers(0, 255)).map(
+                        lambda change: changed_line(*change)
+                    ),
+                )
+            )
+        pieces.insert(draw(st.integers(0, len(pieces))), piece)
+    return b"".join(pieces)
+
+
+def changed_line(number: int, position: int, value: int) -> bytes:
+    """The line of ``number`` with the byte at ``position`` changed to ``value``."""
+    base = line(number)
+    return base[:position] + bytes([value]) + base[position + 1 :]
+
+
+@settings(deadline=None)
+@given(st.lists(some_numbers, max_size=5), st.lists(logs(), min_size=1, max_size=3))
+def test_mark_new_matches_a_set(bitmap: mmap.mmap, before: list[int], chunks: list[bytes]) -> None:
+    # Numbers marked before, then chunks marked in turn (whatever the last one's stop).
+    marked = set(before)
+    touched = [*before, *(number for chunk in chunks for number in numbers_of_lines(chunk))]
+    try:
+        for number in before:
+            bitmap[number >> 3] |= 1 << (number & 7)
+        for chunk in chunks:
+            check_mark_new(bitmap, marked, chunk)
+    finally:
+        clear(bitmap, touched)
+    # Nothing else was marked: not a line after a stop, nor one that is not a number.
+    assert marked_bytes(bitmap) == []
+
+
+# Positions around the prefetch distance: the line checked as the look-ahead meets it, and
+# those a line before and after, and well beyond.
+AROUND_AHEAD: Final = (AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5)
+
+
+@pytest.mark.parametrize("position", range(LINE))
+def test_mark_new_every_byte_value_at_every_position_of_a_line(
+    clean_bitmap: mmap.mmap, position: int
+) -> None:
+    # Distinct numbers before and after, none of the form 1x3456789 that a changed digit makes.
+    before = [number * 2 for number in range(2 * AHEAD + 5)]
+    after = list(range(500_000_000, 500_000_000 + 2 * AHEAD))
+    for value in range(256):
+        changed = changed_line(123_456_789, position, value)
+        for at in (0, 2, *AROUND_AHEAD):
+            lines = lines_of(before[:at]) + changed + lines_of(after)
+            numbers = numbers_of_lines(lines)
+            try:
+                count, stop = check_mark_new(clean_bitmap, set(), lines)
+                assert (stop == _kernel.NOT_A_NUMBER) == (not NUMBER_LINE.fullmatch(changed))
+                assert count == (at if stop == _kernel.NOT_A_NUMBER else len(numbers))
+            finally:
+                clear(clean_bitmap, numbers)
+        # Alone.
+        try:
+            check_mark_new(clean_bitmap, set(), changed)
+        finally:
+            clear(clean_bitmap, numbers_of_lines(changed))
+
+
+REPEATS: Final = (
+    (0, 1),
+    (0, 2),
+    (0, AHEAD - 1),
+    (0, AHEAD),
+    (0, AHEAD + 1),
+    (1, AHEAD + 1),
+    (AHEAD - 2, AHEAD - 1),
+    (AHEAD - 1, AHEAD),
+    (AHEAD, AHEAD + 1),
+    (AHEAD + 1, AHEAD + 2),
+    (AHEAD - 1, 2 * AHEAD - 1),
+    (AHEAD, 2 * AHEAD),
+    (AHEAD + 1, 2 * AHEAD + 1),
+    (5, 2 * AHEAD + 5),
+    (700, 999),
+)
+"""(first, second): where a number is, and where it is repeated, in the same call."""
+
+
+@pytest.mark.parametrize(("first", "second"), REPEATS, ids=str)
+def test_mark_new_stops_at_a_repeat_within_the_call(
+    clean_bitmap: mmap.mmap, first: int, second: int
+) -> None:
+    # Distinct numbers, far apart, with the first one's number again at ``second``; lines after
+    # the repeat (beyond the prefetch distance) stay unmarked, and the repeat's bit stays set.
+    numbers = spread(second + 2 * AHEAD)
+    numbers[second] = numbers[first]
+    try:
+        assert check_mark_new(clean_bitmap, set(), lines_of(numbers)) == (
+            second,
+            _kernel.SEEN_BEFORE,
+        )
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, *AROUND_AHEAD, 999], ids=str)
+@pytest.mark.parametrize("lines_after", [0, 1, 2 * AHEAD])
+def test_mark_new_stops_at_a_number_marked_before_the_call(
+    clean_bitmap: mmap.mmap, position: int, lines_after: int
+) -> None:
+    numbers = spread(position + 1 + lines_after)
+    old = numbers[position]
+    try:
+        clean_bitmap[old >> 3] |= 1 << (old & 7)
+        assert check_mark_new(clean_bitmap, {old}, lines_of(numbers)) == (
+            position,
+            _kernel.SEEN_BEFORE,
+        )
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+@pytest.mark.parametrize("bad", NOT_NUMBERS)
+@pytest.mark.parametrize("position", [0, 1, *AROUND_AHEAD, 999], ids=str)
+def test_mark_new_stops_at_a_line_that_is_not_a_number(
+    clean_bitmap: mmap.mmap, bad: bytes, position: int
+) -> None:
+    # The lines before it are marked, in order; none after it, valid ones included.
+    numbers = spread(position + 2 * AHEAD)
+    lines = lines_of(numbers[:position]) + bad + lines_of(numbers[position:])
+    try:
+        assert check_mark_new(clean_bitmap, set(), lines) == (position, _kernel.NOT_A_NUMBER)
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+@pytest.mark.parametrize("bad", [b"abcdefghi\n", b"\xff" * 9 + b"\n"])
+@pytest.mark.parametrize(
+    ("repeat", "invalid"),
+    [(1, 2), (AHEAD - 1, AHEAD), (1, AHEAD), (2, AHEAD + 1), (AHEAD, AHEAD + 1), (3, 2 * AHEAD)],
+    ids=str,
+)
+def test_mark_new_a_repeat_before_a_line_not_a_number_stops_first(
+    clean_bitmap: mmap.mmap, bad: bytes, repeat: int, invalid: int
+) -> None:
+    # The look-ahead meets the line that is not a number while the repeat before it is still
+    # to be tested: marking stops at the repeat. The other way round, at the line.
+    numbers = spread(invalid + AHEAD)
+    numbers[repeat] = numbers[0]
+    lines = lines_of(numbers[:invalid]) + bad + lines_of(numbers[invalid:])
+    swapped = lines_of(numbers[:repeat]) + bad + lines_of(numbers[repeat:])
+    try:
+        assert check_mark_new(clean_bitmap, set(), lines) == (repeat, _kernel.SEEN_BEFORE)
+        clear(clean_bitmap, numbers)
+        assert check_mark_new(clean_bitmap, set(), swapped) == (repeat, _kernel.NOT_A_NUMBER)
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+@pytest.mark.parametrize("count", COUNTS)
+def test_mark_new_marks_every_line_of_distinct_numbers(clean_bitmap: mmap.mmap, count: int) -> None:
+    # Then the same lines again: the first is seen before.
+    numbers = spread(count)
+    lines = lines_of(numbers)
+    marked: set[int] = set()
+    try:
+        assert check_mark_new(clean_bitmap, marked, lines) == (count, _kernel.ALL_MARKED)
+        assert check_mark_new(clean_bitmap, marked, lines) == (0, _kernel.SEEN_BEFORE)
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+def test_mark_new_a_chunk_as_resume_reads_it(clean_bitmap: mmap.mmap) -> None:
+    # 1 MiB of whole lines, in order from the bitmap's start, and a last line seen before.
+    numbers = list(range(0, 1_048_570 // LINE * 9, 9))
+    lines = bytearray(lines_of(numbers))
+    lines[-LINE:] = line(numbers[0])
+    try:
+        assert _kernel.mark_new(clean_bitmap, memoryview(lines)) == (
+            len(numbers) - 1,
+            _kernel.SEEN_BEFORE,
+        )
+        assert bits_of(clean_bitmap, numbers) == expected_bits(set(numbers[:-1]), numbers)
+    finally:
+        clear(clean_bitmap, numbers)
+
+
+def test_mark_new_the_ends_of_the_range_and_their_neighbours(clean_bitmap: mmap.mmap) -> None:
+    ends = [0, 999_999_999, 1, 999_999_998, 7, 8, 999_999_992, 999_999_991]
+    marked: set[int] = set()
+    try:
+        assert check_mark_new(clean_bitmap, marked, lines_of(ends)) == (8, _kernel.ALL_MARKED)
+        assert clean_bitmap[0] == 0b1000_0011  # 7, 1 and 0
+        assert clean_bitmap[1] == 0b0000_0001  # 8
+        assert clean_bitmap[-1] == 0b1100_0001  # 999999999, 999999998 and 999999992
+        assert clean_bitmap[-2] == 0b1000_0000  # 999999991
+        for end in ends:
+            assert check_mark_new(clean_bitmap, marked, line(end)) == (0, _kernel.SEEN_BEFORE)
+    finally:
+        clear(clean_bitmap, ends)
+
+
+def test_mark_new_no_lines_mark_nothing(clean_bitmap: mmap.mmap) -> None:
+    assert _kernel.mark_new(clean_bitmap, b"") == (0, _kernel.ALL_MARKED)
+    assert _kernel.mark_new(clean_bitmap, memoryview(bytearray(line(5)))[:0]) == (
+        0,
+        _kernel.ALL_MARKED,
+    )
+
+
+@pytest.mark.parametrize("size", [1, 9, 11, 19, 1001])
+def test_mark_new_refuses_lines_that_are_not_whole_lines(
+    clean_bitmap: mmap.mmap, size: int
+) -> None:
+    with pytest.raises(ValueError, match="whole"):
+        _kernel.mark_new(clean_bitmap, (line(123) * 101)[:size])
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, _kernel.BITMAP_BYTES - 1])
+def test_mark_new_refuses_a_bitmap_too_small(size: int) -> None:
+    small = mmap.mmap(-1, max(size, 1))
+    try:
+        view = memoryview(small)[:size]
+        with pytest.raises(ValueError, match="bitmap"):
+            _kernel.mark_new(view, line(0))
+        view.release()
+        assert small.find(b"\x01") == -1
+    finally:
+        small.close()
