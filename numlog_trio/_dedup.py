@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import mmap
 from typing import Final, final
 
@@ -13,6 +14,17 @@ from . import _kernel
 NUMBER_SPACE: Final = _kernel.NUMBER_SPACE
 BITMAP_BYTES: Final = _kernel.BITMAP_BYTES
 _PAGE_SIZE: Final = 4096
+
+
+class Stop(enum.Enum):
+    """Why :meth:`SeenNumbers.mark_new` stopped marking."""
+
+    ALL_MARKED = _kernel.ALL_MARKED
+    """Every line was a number not marked before, and is marked now."""
+    NOT_A_NUMBER = _kernel.NOT_A_NUMBER
+    """The next line is not nine digits and a newline."""
+    SEEN_BEFORE = _kernel.SEEN_BEFORE
+    """The next line's number was marked already."""
 
 
 @final
@@ -76,6 +88,21 @@ class SeenNumbers:
             were seen before (duplicates).
         """
         return _kernel.select_new(self._bitmap(), lines, out, at)
+
+    def mark_new(self, lines: bytes | bytearray | memoryview) -> tuple[int, Stop]:
+        """Mark the numbers of a log's lines seen, up to the first that is not a new number.
+
+        The compiled kernel checks, parses and marks them in one pass, without the
+        interpreter lock.
+
+        Args:
+            lines: Whole 10-byte lines read from a log.
+
+        Returns:
+            How many lines were marked (the first ones), and why marking stopped there.
+        """
+        count, stop = _kernel.mark_new(self._bitmap(), lines)
+        return count, Stop(stop)
 
     def unmark(self, lines: bytes | bytearray | memoryview) -> None:
         """Forget numbers that :meth:`select_new` marked (the first sightings it copied out)."""

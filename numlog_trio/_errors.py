@@ -22,6 +22,10 @@ class LogOpenError(ServiceError):
     """The log file could not be created or opened for writing."""
 
 
+class LogResumeError(ServiceError):
+    """The log to resume from could not be read, or is not a log this server wrote."""
+
+
 class MemoryOutError(ServiceError):
     """The memory the server needs could not be allocated."""
 

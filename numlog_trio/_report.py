@@ -12,11 +12,12 @@ import trio
 @final
 @attrs.frozen
 class Totals:
-    """Counts since the start of the run.
+    """Counts of the run.
 
     Attributes:
-        unique: Distinct numbers accepted (each written once to the log).
-        duplicates: Numbers received that had been received before.
+        unique: Distinct numbers in the log: each accepted number (written once), and
+            those the log held at start when the run resumed it.
+        duplicates: Numbers received this run that were in the log already.
     """
 
     unique: int = 0

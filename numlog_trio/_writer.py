@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import collections
-import contextlib
-import errno
+import math
 import os
-import stat
 from collections.abc import Callable, Sequence
 from typing import Final, final
 
@@ -14,15 +12,16 @@ import attrs
 import trio
 
 from ._dedup import BITMAP_BYTES, SeenNumbers
-from ._errors import LogOpenError, LogWriteError, MemoryOutError, defer_to_the_fault
+from ._errors import LogWriteError, MemoryOutError, defer_to_the_fault
 from ._framing import LINE_SIZE
+from ._logfile import Loaded, LogFile
 from ._report import Totals
 
 SYNC_EVERY: Final = 32 << 20
-"""Bytes written to the log between background syncs."""
+"""Bytes written to the log that call for a background sync at once, however recent."""
 
-_IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-"""Buffers one writev takes at most (1024 on Linux)."""
+SYNC_INTERVAL: Final = 1.0
+"""Default seconds from the first write not yet synced to the background sync that covers it."""
 
 
 def _keep() -> None:
@@ -72,6 +71,11 @@ class Selection:
             batch.release()
 
 
+def _sync_interval(writer: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{attribute.name} must be 0 or more seconds, not {value}")
+
+
 @final
 @attrs.define(eq=False)
 class LogWriter:
@@ -83,38 +87,42 @@ class LogWriter:
     is left to write (or to fail) when the file is closed.
 
     Args:
-        fd: The log's file descriptor, open for appending; the writer closes it.
-        name: The log's path, for messages.
+        file: The log, open; the writer closes it.
+        sync_interval: Seconds within which a write is synced to disk, in the background
+            (see :meth:`run`). 0: each write is synced before its numbers are counted.
     """
 
-    _fd: int
-    name: str
+    _file: LogFile
+    sync_interval: float = attrs.field(default=SYNC_INTERVAL, validator=_sync_interval)
     _seen: SeenNumbers = attrs.field(factory=SeenNumbers, init=False)
     # One object replaced whole after each batch: a reader in another thread never sees the
     # unique count of one batch with the duplicate count of another.
     _totals: Totals = attrs.field(factory=Totals, init=False)
-    _unsynced_bytes: int = attrs.field(default=0, init=False)
     # Selections marked in the bitmap but not yet written, oldest first: if their write never
     # happens, their marks are taken back.
     _unwritten: collections.deque[Selection] = attrs.field(factory=collections.deque, init=False)
-    _syncing_in_background: bool = attrs.field(default=False, init=False)
+    # The background sync's schedule, kept in the Trio thread: bytes written since the last
+    # sync began, when the first of them must be synced by, and events that wake the syncer.
+    _unsynced_bytes: int = attrs.field(default=0, init=False)
+    _sync_due: float = attrs.field(default=math.inf, init=False)
+    _unsynced: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _sync_now: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> LogWriter:
+    def open(
+        cls, path: str | os.PathLike[str], *, sync_interval: float = SYNC_INTERVAL
+    ) -> LogWriter:
         """Open (or create) the log for appending, without emptying it yet.
 
         Raises:
             LogOpenError: The file cannot be created or opened for writing.
         """
-        # O_NONBLOCK only for the open itself: a FIFO without a reader fails at once (ENXIO)
-        # instead of blocking before the server listens.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+        file = LogFile.open(path)
         try:
-            fd = os.open(path, flags, 0o666)
-        except OSError as error:
-            raise LogOpenError(f"cannot open log file {path}: {error.strerror}") from error
-        os.set_blocking(fd, True)
-        return cls(fd, os.fspath(path))
+            return cls(file, sync_interval=sync_interval)
+        except BaseException:
+            file.close()
+            raise
 
     def __enter__(self) -> LogWriter:
         return self
@@ -122,20 +130,22 @@ class LogWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def name(self) -> str:
+        """The log's path."""
+        return self._file.name
+
     def close(self) -> None:
         """Close the log.
 
         Raises:
             LogWriteError: The operating system reported an error on close.
         """
-        try:
-            os.close(self._fd)
-        except OSError as error:
-            raise LogWriteError(f"cannot close {self.name}: {error.strerror}") from error
+        self._file.close()
 
     @property
     def totals(self) -> Totals:
-        """Counts since the writer was created."""
+        """Numbers in the log (loaded ones included), and duplicates received by this writer."""
         return self._totals
 
     def reserve_memory(self) -> None:
@@ -152,19 +162,37 @@ class LogWriter:
             ) from error
 
     def clear(self) -> None:
-        """Empty the log (a device such as /dev/null is left as it is).
+        """Empty the log, durably (a device such as /dev/null is left as it is).
 
         Raises:
             LogWriteError: The file could not be emptied.
         """
-        try:
-            self._truncate(0)
-        except OSError as error:
-            raise LogWriteError(f"cannot empty {self.name}: {error.strerror}") from error
+        self._file.truncate(0)
 
-    def _truncate(self, size: int) -> None:
-        if stat.S_ISREG(os.fstat(self._fd).st_mode):
-            os.ftruncate(self._fd, size)
+    def load(self, checkpoint: Callable[[], None] = lambda: None) -> Loaded:
+        """Take the numbers of the log as seen and counted, to carry on where it ends.
+
+        Call it before any batch; it reads the whole log (:meth:`LogFile.load`), which may
+        take seconds, and leaves it as it is: :meth:`keep` then cuts a damaged tail.
+
+        Args:
+            checkpoint: Called between reads; an exception from it stops loading.
+
+        Raises:
+            LogResumeError: The log cannot be read or is not one this server wrote. The
+                writer must not be used after that.
+        """
+        loaded = self._file.load(self._seen, checkpoint)
+        self._totals = Totals(unique=loaded.lines)
+        return loaded
+
+    def keep(self, loaded: Loaded) -> None:
+        """Keep the log :meth:`load` loaded, cutting off what followed its whole lines.
+
+        Raises:
+            LogWriteError: The tail could not be cut off.
+        """
+        self._file.truncate(loaded.size)
 
     def accept(self, *batches: Batch) -> None:
         """Write the new numbers of batches to the log and count the rest as duplicates.
@@ -212,16 +240,17 @@ class LogWriter:
     def append(self, selection: Selection) -> None:
         """Write the oldest unwritten selection to the log, then count its numbers.
 
-        The caller releases the selection's batches afterwards.
+        With a :attr:`sync_interval` of 0, the write is also synced before the numbers are
+        counted. The caller releases the selection's batches afterwards.
 
         Raises:
-            LogWriteError: Writing the log failed; whatever part of the write reached the
-                file is cut off again, and nothing is counted. The selection stays unwritten.
+            LogWriteError: Writing (or syncing) the log failed; whatever part of the write
+                reached the file is cut off again, and nothing is counted. The selection
+                stays unwritten.
         """
         assert self._unwritten[0] is selection, "selections are written in the order made"
-        self._write(selection.lines)
+        self._file.append(selection.lines, sync=self.sync_interval == 0)
         self._unwritten.popleft()
-        self._unsynced_bytes += selection.size
         self._totals = Totals(
             self._totals.unique + selection.size // LINE_SIZE,
             self._totals.duplicates + selection.duplicates,
@@ -239,35 +268,13 @@ class LogWriter:
                 self._seen.unmark(lines)
             selection.release()
 
-    def _write(self, parts: Sequence[memoryview]) -> None:
-        size_before: int | None = None
-        try:
-            size_before = os.fstat(self._fd).st_size
-            pending = [part for part in parts if part]
-            while pending:
-                written = os.writev(self._fd, pending[:_IOV_MAX])
-                while pending and written >= len(pending[0]):
-                    written -= len(pending.pop(0))
-                if written:
-                    pending[0] = pending[0][written:]
-        except OSError as error:
-            if size_before is not None:
-                # Best effort: the write error is what we report.
-                with contextlib.suppress(OSError):
-                    self._truncate(size_before)
-            raise LogWriteError(f"cannot write {self.name}: {error.strerror}") from error
-
     def sync(self) -> None:
         """Wait until the operating system has the log on disk.
 
         Raises:
             LogWriteError: Syncing failed.
         """
-        try:
-            os.fsync(self._fd)
-        except OSError as error:
-            if error.errno != errno.EINVAL:  # EINVAL: a device that cannot sync (/dev/null)
-                raise LogWriteError(f"cannot sync {self.name}: {error.strerror}") from error
+        self._file.sync()
 
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.
@@ -277,9 +284,14 @@ class LogWriter:
         meanwhile: one selects the new numbers of batches while the other writes the
         selection before. Each hand-off to the first takes every batch waiting, not just one:
         the writer is the pipeline's slowest stage, and a hand-off to a thread costs about a
-        millisecond on a busy machine (benchmarks/RESULTS.md). Every :data:`SYNC_EVERY`
-        bytes written, another thread syncs the log in the background, so the sync at the
-        end has little left to do and a power cut loses little.
+        millisecond on a busy machine (benchmarks/RESULTS.md).
+
+        Writes are synced by a third thread in the background, one sync at a time: at the
+        latest :attr:`sync_interval` seconds after the first write not yet synced (or as
+        soon as the sync before it ends, if that took longer), and at once when
+        :data:`SYNC_EVERY` bytes are waiting. A writer with nothing new to sync makes no
+        sync calls. With a :attr:`sync_interval` of 0, every write is synced before it is
+        counted instead.
 
         Args:
             batches: The receiving end of the handlers' channel.
@@ -312,19 +324,33 @@ class LogWriter:
 
     async def _append_all(self, selections: trio.MemoryReceiveChannel[Selection]) -> None:
         async with trio.open_nursery() as background, selections:
+            if self.sync_interval > 0:
+                background.start_soon(self._sync_in_background)
             async for selection in selections:
                 await trio.to_thread.run_sync(self.append, selection)
                 selection.release()  # here, not in the thread: the pool is Trio's
-                if self._unsynced_bytes >= SYNC_EVERY and not self._syncing_in_background:
-                    self._unsynced_bytes = 0
-                    self._syncing_in_background = True
-                    background.start_soon(self._sync_in_background)
+                self._schedule_sync(selection.size)
+            # What is left unsynced is for the sync at the end of run().
+            background.cancel_scope.cancel()
+
+    def _schedule_sync(self, written: int) -> None:
+        self._unsynced_bytes += written
+        if not self._unsynced.is_set():
+            self._sync_due = trio.current_time() + self.sync_interval
+            self._unsynced.set()
+        if self._unsynced_bytes >= SYNC_EVERY:
+            self._sync_now.set()
 
     async def _sync_in_background(self) -> None:
-        try:
+        while True:
+            await self._unsynced.wait()
+            with trio.move_on_at(self._sync_due):
+                await self._sync_now.wait()
+            # Writes from here on are not covered for sure: they call for the next sync.
+            self._unsynced_bytes = 0
+            self._unsynced = trio.Event()
+            self._sync_now = trio.Event()
             await trio.to_thread.run_sync(self.sync)
-        finally:
-            self._syncing_in_background = False
 
 
 def _waiting(batches: trio.MemoryReceiveChannel[Batch]) -> list[Batch]:

@@ -274,13 +274,13 @@ async def test_terminate_under_load_keeps_what_was_handed_to_the_writer_and_sync
     start_on_loopback: StartOnLoopback, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[int] = []
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
-    def recording_fsync(fd: int) -> None:
+    def recording_fdatasync(fd: int) -> None:
         synced.append(fd)
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
     server = await start_on_loopback()
 
     async def flood(stream: trio.SocketStream, base: int) -> None:
