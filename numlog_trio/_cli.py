@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Final, NoReturn
@@ -16,9 +17,10 @@ from typing import Final, NoReturn
 import trio
 
 from ._errors import ListenError, ServiceError
+from ._logfile import Loaded
 from ._report import Totals
-from ._server import RECEIVE_SIZE, ServerConfig, logger, serve
-from ._writer import LogWriter
+from ._server import RECEIVE_SIZE, ServerConfig, cancel_when_triggered, logger, serve
+from ._writer import SYNC_INTERVAL, LogWriter
 
 _DEFAULTS: Final = ServerConfig()
 PROG: Final = "numlog-trio"
@@ -55,6 +57,13 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``numlog-trio``."""
     parser = _OneLineParser(
@@ -67,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
-            "bound, the log cannot be written or the 125 MB dedup bitmap cannot be "
-            "allocated; 2 for a bad option."
+            "bound, the log cannot be written (or, with --resume, read as a log of this "
+            "server) or the 125 MB dedup bitmap cannot be allocated; 2 for a bad option."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -84,6 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         default="numbers.log",
         help="file receiving each distinct number once; created or cleared at start",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "keep the log instead of clearing it, and go on where it ends: its numbers count "
+            "as received before (an unfinished last line left by a crash is cut off); a file "
+            "that is not a log of this server is refused, unchanged"
+        ),
+    )
+    parser.add_argument(
+        "--sync-interval",
+        type=_seconds,
+        default=SYNC_INTERVAL,
+        metavar="SECONDS",
+        help=(
+            "sync the log to disk at most this many seconds after a write (a power cut "
+            "loses at most that much); 0 syncs each write before its numbers are counted"
+        ),
     )
     parser.add_argument(
         "--max-clients",
@@ -166,8 +194,33 @@ def _ignore(signum: int, frame: object) -> None:
     """Ignore a signal: one during the final drain and exit must not interrupt them."""
 
 
+async def _load_unless_signalled(writer: LogWriter, signals: AsyncIterator[int]) -> Loaded | None:
+    """Load the log; None if a shutdown signal came first (the log is then left as it was)."""
+    async with trio.open_nursery() as loading:
+        loading.start_soon(
+            cancel_when_triggered, partial(_first_signal, signals), loading.cancel_scope
+        )
+        # In a thread: a 10 GB log takes seconds. It checks between reads for a signal.
+        loaded = await trio.to_thread.run_sync(writer.load, trio.from_thread.check_cancelled)
+        loading.cancel_scope.cancel()
+        return loaded
+    return None
+
+
+def _describe_tail(writer: LogWriter, loaded: Loaded) -> str:
+    damage = []
+    if loaded.torn:
+        damage.append(f"an unfinished line of {loaded.torn} digits")
+    if loaded.zeros:
+        damage.append(f"{loaded.zeros} NUL bytes")
+    return (
+        f"cut off what followed the {loaded.lines} whole lines of {writer.name} "
+        f"(left by a crash): {' and '.join(damage)}"
+    )
+
+
 async def _serve_until_shutdown(
-    host: str, port: int, config: ServerConfig, writer: LogWriter
+    host: str, port: int, config: ServerConfig, writer: LogWriter, resume: bool
 ) -> Totals:
     # Ignored rather than default once the receiver closes (it restores what it found): a
     # second signal while the log is drained and the process exits must not kill it. Blocked
@@ -181,11 +234,29 @@ async def _serve_until_shutdown(
     # the server listens, and that must be a clean shutdown too.
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
+        loaded = None
+        if resume:
+            started = time.perf_counter()
+            loaded = await _load_unless_signalled(writer, signals)
+            if loaded is None:
+                return writer.totals
+            loading = time.perf_counter() - started
         listeners = await _listen(host, port)
-        writer.clear()  # only once bound: a server that fails to start leaves the old log
+        # Only once bound: a server that fails to start leaves the old log as it was.
+        if loaded is None:
+            writer.clear()
+            resumed = ""
+        else:
+            writer.keep(loaded)
+            if loaded.tail:
+                logger.warning("%s", _describe_tail(writer, loaded))
+            resumed = f" (resumed with {loaded.lines} numbers loaded in {loading:.3f} s)"
         for listener in listeners:
             bound_host, bound_port, *_ = listener.socket.getsockname()
-            logger.info("listening on %s port %d, writing %s", bound_host, bound_port, writer.name)
+            logger.info(
+                "listening on %s port %d, writing %s%s",
+                *(bound_host, bound_port, writer.name, resumed),
+            )
         return await serve(
             listeners,
             writer,
@@ -212,10 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
         # fails before anything listens.
-        with LogWriter.open(args.log_file) as writer:
+        with LogWriter.open(args.log_file, sync_interval=args.sync_interval) as writer:
             writer.reserve_memory()
             try:
-                trio.run(_serve_until_shutdown, args.host, args.port, config, writer)
+                trio.run(_serve_until_shutdown, args.host, args.port, config, writer, args.resume)
             except* ServiceError as faults:
                 # One line for each: a write and a background sync can fail together.
                 for fault in faults.exceptions:

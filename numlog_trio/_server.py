@@ -126,9 +126,10 @@ class _ClientHandler:
                 return
 
 
-async def _cancel_when_triggered(
+async def cancel_when_triggered(
     shutdown_trigger: Callable[[], Awaitable[object]], serving: trio.CancelScope
 ) -> None:
+    """Cancel ``serving`` once ``shutdown_trigger`` returns."""
     await shutdown_trigger()
     serving.cancel()
 
@@ -185,7 +186,7 @@ async def serve(
                 )
                 if shutdown_trigger is not None:
                     serving.start_soon(
-                        _cancel_when_triggered, shutdown_trigger, serving.cancel_scope
+                        cancel_when_triggered, shutdown_trigger, serving.cancel_scope
                     )
                 task_status.started()
     return writer.totals

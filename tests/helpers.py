@@ -67,6 +67,7 @@ REPORT: Final = re.compile(
     r"^Received (\d+) unique numbers, (\d+) duplicates\. Unique total: (\d+)$"
 )
 LISTENING: Final = re.compile(rb"listening on \S+ port (\d+)")
+RESUMED: Final = re.compile(rb"\(resumed with (\d+) numbers loaded in ([0-9.]+) s\)")
 
 
 def console_script(name: str) -> str:
@@ -204,16 +205,19 @@ def report_counts(stdout: str) -> list[tuple[int, int, int]]:
     return counts
 
 
-def sums(counts: Sequence[tuple[int, int, int]]) -> tuple[int, int]:
+def sums(counts: Sequence[tuple[int, int, int]], loaded: int = 0) -> tuple[int, int]:
     """Return the unique and duplicate counts summed over reports.
 
-    Also checks that each report's unique total is the sum of the unique counts so far.
+    Also checks that each report's unique total is the sum of the unique counts so far, and
+    of the numbers the server loaded at start (``--resume``).
     """
     unique = duplicates = 0
     for new_unique, new_duplicates, total in counts:
         unique += new_unique
         duplicates += new_duplicates
-        assert total == unique, f"unique total {total} is not the sum of reports {unique}"
+        assert total == loaded + unique, (
+            f"unique total {total} is not the sum of reports {unique} and {loaded} loaded"
+        )
     return unique, duplicates
 
 
@@ -679,15 +683,19 @@ class ServerProcess(CommandProcess):
     NAME: ClassVar[str] = "server"
 
     port: int = 0
+    loaded: int = 0
+    """Numbers the server said it loaded from the log at start (``--resume``)."""
 
     async def wait_listening(self, within: float = TIMEOUT) -> None:
-        """Wait until the server says it listens, and take the port from what it said."""
+        """Wait until the server says it listens; take the port, and any numbers loaded."""
         await self.wait_until(
             lambda: LISTENING.search(self._stderr) is not None, "listening line", within
         )
         match = LISTENING.search(self._stderr)
         assert match is not None
         self.port = int(match[1])
+        resumed = RESUMED.search(self._stderr)
+        self.loaded = 0 if resumed is None else int(resumed[1])
 
     def reports(self) -> list[tuple[int, int, int]]:
         """Return the complete reports read so far (see :func:`report_counts`)."""
@@ -696,7 +704,7 @@ class ServerProcess(CommandProcess):
 
     def report_sums(self) -> tuple[int, int]:
         """Return the unique and duplicate counts summed over the complete reports so far."""
-        return sums(self.reports())
+        return sums(self.reports(), self.loaded)
 
     async def wait_for_report(self, done: Callable[[int, int], bool], expected: str) -> None:
         """Wait until ``done(unique, duplicates)`` holds for the counts summed over reports."""

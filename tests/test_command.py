@@ -310,6 +310,9 @@ async def test_reports_stop_quietly_when_standard_output_is_closed(tmp_path: Pat
         ("--max-clients", "0"),
         ("--report-interval", "0"),
         ("--report-interval", "soon"),
+        ("--sync-interval", "-1"),
+        ("--sync-interval", "inf"),
+        ("--sync-interval", "soon"),
         ("--no-such-option",),
     ],
     ids=" ".join,
@@ -338,7 +341,7 @@ async def test_help_mentions_every_option(tmp_path: Path) -> None:
     assert finished.returncode == 0
     assert finished.stderr == ""
     options = ("--host", "--port", "--log-file", "--max-clients", "--report-interval")
-    for option in (*options, "--idle-timeout"):
+    for option in (*options, "--idle-timeout", "--resume", "--sync-interval"):
         assert option in finished.stdout
     assert "-v, --verbose" in finished.stdout
     assert not (tmp_path / "numbers.log").exists()

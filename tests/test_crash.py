@@ -47,8 +47,10 @@ from helpers import (
     Finished,
     ServerProcess,
     assert_crash_consistent,
+    first_number,
     keep_busy,
     lines,
+    numbered_lines,
     report_counts,
     sent_by_clients,
     start_server,
@@ -328,3 +330,69 @@ async def test_a_sigkill_in_the_middle_of_a_write_tears_at_most_the_last_line(
         f"{torn} of {len(tails)} kills tore the last line (bytes after the last whole line: "
         f"{tails}); {aimed} were sent while the log's size showed a write under way"
     )
+
+
+# Carrying on after the kill: --resume.
+
+SECOND_RUN: Final = 300_000
+"""Numbers each client of the second run sends: its first run's own, and as many new ones."""
+
+
+@pytest.mark.parametrize(
+    "kill_when",
+    [
+        pytest.param(_mid_write(1 << 20), id="mid-write"),
+        pytest.param(lambda size: size >= 8 << 20, id="log-of-8MiB"),
+    ],
+)
+async def test_resume_after_a_sigkill_logs_the_union_of_both_runs_each_number_once(
+    tmp_path: Path, kill_when: Callable[[int], bool]
+) -> None:
+    log = tmp_path / "numbers.log"
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        server = await start_server(nursery, tmp_path, "--report-interval", "0.05")
+        streams = [await stack.enter_async_context(await server.connect()) for _ in range(CLIENTS)]
+        async with trio.open_nursery() as busy:
+            keep_busy(busy, server, streams, PER_CLIENT)
+            await _wait_log_size(server, kill_when, "the instant to kill", kill=True)
+            await _killed(server)
+    killed = log.read_bytes()
+    whole = assert_crash_consistent(killed, sent_by_clients(PER_CLIENT))
+    first_run = set(killed[: whole * 10].splitlines())
+
+    # The second run: each client sends numbers from where its first-run ones start, so
+    # that some were logged before the kill, some sent then but lost, and some are new.
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--resume", "--report-interval", "0.05")
+        assert server.loaded == whole, server.stderr
+        async with trio.open_nursery() as senders:
+            for client in range(CLIENTS):
+                data = numbered_lines(first_number(client) + PER_CLIENT - SECOND_RUN, SECOND_RUN)
+                senders.start_soon(server.send_and_wait_closed, data)
+        second_run = {
+            line.rstrip(b"\n")
+            for client in range(CLIENTS)
+            for line in numbered_lines(
+                first_number(client) + PER_CLIENT - SECOND_RUN, SECOND_RUN
+            ).splitlines()
+        }
+        expected = first_run | second_run
+        await server.wait_for_report(
+            lambda unique, _: server.loaded + unique == len(expected), f"{len(expected)} in all"
+        )
+        await server.send_terminate()
+        finished = await server.finish()
+    assert finished.returncode == 0, finished.stderr
+    resumed = log.read_bytes()
+    assert len(resumed) == len(expected) * 10, "the log is not whole lines, one for each number"
+    assert set(resumed.splitlines()) == expected
+    assert resumed.startswith(killed[: whole * 10]), "the first run's lines were changed"
+    unique, duplicates = sums(report_counts(finished.stdout), whole)
+    assert whole + unique == len(expected)
+    assert unique + duplicates == CLIENTS * SECOND_RUN
+    torn = len(killed) - whole * 10
+    print(f"killed with {whole} whole lines and {torn} bytes after them")
+    cut = [text for text in finished.stderr.splitlines() if "cut off" in text]
+    assert len(cut) == (1 if torn else 0), finished.stderr
+    if torn:
+        assert f"an unfinished line of {torn} digits" in cut[0]
