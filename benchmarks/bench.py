@@ -1,11 +1,14 @@
 """Benchmark numlog-trio against the per-line baseline and a ceiling, in one run, on one workload.
 
-Generates the numbers once, then alternates runs of the installed ``numlog-trio``, of
-``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and discards), each
-started fresh in its own temporary directory, pushed by the load tool and stopped with
-terminate; the logs of the first two are checked. Prints the median of each, each server's
-median as a fraction of the ceiling's and its speed-up over the baseline (ratios of medians).
-Run it as ``nox -s bench`` (or ``nox -s bench -- --numbers 100000000 --baseline-runs 0``).
+Generates the numbers once, then alternates runs of the installed ``numlog-trio`` (at its
+default sync interval, and with ``--sync-interval 0``, which syncs each write before counting
+it), of ``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and
+discards), each started fresh in its own temporary directory, pushed by the load tool and
+stopped with terminate; the logs of all but the ceiling are checked. Prints the median of
+each, each server's median as a fraction of the ceiling's and its speed-up over the baseline
+(ratios of medians). Run it as ``nox -s bench`` (or ``nox -s bench -- --numbers 100000000
+--baseline-runs 0``). ``--resume-numbers N`` also times ``--resume`` on a log of N numbers
+(``resume.py`` beside this file).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import resume
 from load import Summary, Workload, installed_server_command, make_workload, run_against_spawned
 
 from numlog_trio._server import RECEIVE_SIZE
 
 BASELINE = Path(__file__).with_name("baseline_server.py")
 DISCARD = Path(__file__).with_name("discard_server.py")
-SERVERS = ("numlog-trio", "baseline", "ceiling")
+SERVERS = ("numlog-trio", "sync-0", "baseline", "ceiling")
+"""``sync-0``: numlog-trio with ``--sync-interval 0``."""
 CEILING_TEXT = "receive-and-discard ceiling"
 
 
@@ -118,11 +123,21 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5, help="runs of numlog-trio")
+    parser.add_argument(
+        "--sync-0-runs", type=int, default=3, help="runs of numlog-trio --sync-interval 0"
+    )
     parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the baseline")
     parser.add_argument(
         "--ceiling-runs", type=int, default=5, help="runs of the receive-and-discard server"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--resume-numbers",
+        type=int,
+        default=0,
+        help="also time --resume loading a log of this many numbers (0: not)",
+    )
+    parser.add_argument("--resume-rounds", type=int, default=5, help="starts timed of each")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -137,18 +152,20 @@ def main() -> int:
     )
     commands = {
         "numlog-trio": installed_server_command() if args.runs > 0 else [],
+        "sync-0": [*installed_server_command(), "--sync-interval", "0"] if args.sync_0_runs else [],
         "baseline": [sys.executable, str(BASELINE)],
         # Receives as large as numlog-trio's, whatever they are now.
         "ceiling": [sys.executable, str(DISCARD), "--receive-size", str(RECEIVE_SIZE)],
     }
     counts = {
         "numlog-trio": args.runs,
+        "sync-0": args.sync_0_runs,
         "baseline": args.baseline_runs,
         "ceiling": args.ceiling_runs,
     }
     results: dict[str, list[Summary]] = {name: [] for name in SERVERS}
     # Interleave the servers, so that a slow spell of the shared machine hits all of them.
-    for turn in range(max(counts.values())):
+    for turn in range(max(counts.values(), default=0)):
         for name in SERVERS:
             if turn < counts[name]:
                 # The ceiling writes no log: it is not checked (its log_ok is None).
@@ -189,8 +206,16 @@ def main() -> int:
         for ratio in ratios:
             if (text := ratio.as_text()) is not None:
                 print(text)
+        if "numlog-trio" in medians and "sync-0" in medians:
+            print(
+                "numlog-trio --sync-interval 0 against the default (ratio of medians): "
+                f"{medians['sync-0'] / medians['numlog-trio']:.2f}"
+            )
     # The ceiling's log is not checked (None): only a checked log that is wrong fails.
-    return 0 if all(row.logs_exact is not False for row in rows) else 1
+    status = 0 if all(row.logs_exact is not False for row in rows) else 1
+    if args.resume_numbers:
+        status |= resume.measure(args.resume_numbers, args.resume_rounds)
+    return status
 
 
 if __name__ == "__main__":
