@@ -58,7 +58,10 @@ def _positive_seconds(text: str) -> float:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
     return value
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-file",
         default="numbers.log",
-        help="file receiving each distinct number once; created or cleared at start",
+        help="file receiving each distinct number once; created, or cleared at start unless "
+        "--resume",
     )
     parser.add_argument(
         "--resume",
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=(
             "sync the log to disk at most this many seconds after a write (a power cut "
-            "loses at most that much); 0 syncs each write before its numbers are counted"
+            "loses about that much); 0 syncs each write before its numbers are counted"
         ),
     )
     parser.add_argument(
@@ -202,6 +206,8 @@ async def _load_unless_signalled(writer: LogWriter, signals: AsyncIterator[int])
         )
         # In a thread: a 10 GB log takes seconds. It checks between reads for a signal.
         loaded = await trio.to_thread.run_sync(writer.load, trio.from_thread.check_cancelled)
+        if loading.cancel_scope.cancel_called:
+            return None  # a signal after the last check: it still means stop
         loading.cancel_scope.cancel()
         return loaded
     return None
@@ -242,12 +248,13 @@ async def _serve_until_shutdown(
                 return writer.totals
             loading = time.perf_counter() - started
         listeners = await _listen(host, port)
-        # Only once bound: a server that fails to start leaves the old log as it was.
+        # Only once bound: a server that fails to start leaves the old log as it was. In a
+        # thread: both sync the log, which a resumed one may have much of unsynced.
         if loaded is None:
-            writer.clear()
+            await trio.to_thread.run_sync(writer.clear)
             resumed = ""
         else:
-            writer.keep(loaded)
+            await trio.to_thread.run_sync(writer.keep, loaded)
             if loaded.tail:
                 logger.warning("%s", _describe_tail(writer, loaded))
             resumed = f" (resumed with {loaded.lines} numbers loaded in {loading:.3f} s)"

@@ -24,8 +24,8 @@ from ._errors import LogOpenError, LogResumeError, LogWriteError
 from ._framing import LINE_SIZE
 
 LOAD_SIZE: Final = LINE_SIZE * 104_857
-"""Bytes read at a time when loading a log (just under 1 MiB, whole lines): one fixed
-buffer, however long the log."""
+"""Bytes read at a time when loading a log (just under 1 MiB, whole lines), into one of two
+fixed buffers, however long the log."""
 
 _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 """Buffers one writev takes at most (1024 on Linux)."""
@@ -33,8 +33,8 @@ _IOV_MAX: Final = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _DIGITS: Final = b"0123456789"
 
 
-def _no_checkpoint() -> None:
-    """Go on loading: nothing can interrupt it."""
+def no_checkpoint() -> None:
+    """Go on loading: nothing interrupts it."""
 
 
 def _datasync(fd: int) -> None:
@@ -112,11 +112,15 @@ class LogFile:
     def _is_regular(self) -> bool:
         return stat.S_ISREG(os.fstat(self._fd).st_mode)
 
-    def truncate(self, size: int) -> None:
+    def truncate(self, size: int, doing: str = "cut") -> None:
         """Cut the log to ``size`` bytes, and sync that (a device is left as it is).
 
         The directory is synced too, so that a log this run created is still there after
         a power cut.
+
+        Args:
+            size: What the log keeps, in bytes.
+            doing: What the caller does, for the message: "cannot {doing} numbers.log".
 
         Raises:
             LogWriteError: The file could not be cut or synced.
@@ -125,7 +129,7 @@ class LogFile:
             if self._is_regular():
                 os.ftruncate(self._fd, size)
         except OSError as error:
-            raise LogWriteError(f"cannot cut {self.name}: {error.strerror}") from error
+            raise LogWriteError(f"cannot {doing} {self.name}: {error.strerror}") from error
         self.sync()
         self._sync_directory()
 
@@ -191,7 +195,7 @@ class LogFile:
             if error.errno != errno.EINVAL:  # EINVAL: a device that cannot sync (/dev/null)
                 raise
 
-    def load(self, seen: SeenNumbers, checkpoint: Callable[[], None] = _no_checkpoint) -> Loaded:
+    def load(self, seen: SeenNumbers, checkpoint: Callable[[], None] = no_checkpoint) -> Loaded:
         """Mark every number of the log as seen, reading it in large sequential reads.
 
         The log must be one this server wrote: whole lines of nine digits and a newline,
@@ -257,12 +261,19 @@ class LogFile:
                     raise self._not_a_log(lines, "repeats a number of an earlier line")
                 if stop is Stop.NOT_A_NUMBER:
                     tail = part[count * LINE_SIZE :].tobytes()
-                    return self._load_tail(reader, lines, tail, offset, checkpoint)
+                    free = buffers[turn]  # (the other may still be read into)
+                    return self._load_tail(reader, lines, tail, offset, free, checkpoint)
                 carried = part[whole:].tobytes()
-        return self._load_tail(reader, lines, carried, offset, checkpoint)
+            return self._load_tail(reader, lines, carried, offset, buffers[0], checkpoint)
 
     def _load_tail(
-        self, reader: int, lines: int, tail: bytes, offset: int, checkpoint: Callable[[], None]
+        self,
+        reader: int,
+        lines: int,
+        tail: bytes,
+        offset: int,
+        buffer: memoryview,
+        checkpoint: Callable[[], None],
     ) -> Loaded:
         """Check that the rest of the log is what a crash leaves: up to 9 digits, then NULs.
 
@@ -272,19 +283,18 @@ class LogFile:
         zeros = len(tail) - torn
         if torn >= LINE_SIZE or tail[torn:].strip(b"\0"):
             raise self._not_a_log(lines, "is not nine digits and a newline")
-        buffer = bytearray(LOAD_SIZE)
         while True:
             checkpoint()
             received = os.preadv(reader, [buffer], offset)
             if not received:
                 return Loaded(lines, torn, zeros)
-            if buffer[:received].strip(b"\0"):
+            if buffer[:received].tobytes().strip(b"\0"):
                 raise self._not_a_log(lines, "is not nine digits and a newline")
             offset += received
             zeros += received
 
     def _not_a_log(self, lines: int, problem: str) -> LogResumeError:
         return LogResumeError(
-            f"cannot resume from {self.name}: line {lines + 1} {problem}; "
-            "it is not a log this server wrote"
+            f"cannot resume from {self.name}: line {lines + 1} {problem}; it is not a log "
+            "this server wrote, or it was damaged before its end"
         )

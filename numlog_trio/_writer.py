@@ -14,7 +14,7 @@ import trio
 from ._dedup import BITMAP_BYTES, SeenNumbers
 from ._errors import LogWriteError, MemoryOutError, defer_to_the_fault
 from ._framing import LINE_SIZE
-from ._logfile import Loaded, LogFile
+from ._logfile import Loaded, LogFile, no_checkpoint
 from ._report import Totals
 
 SYNC_EVERY: Final = 32 << 20
@@ -167,9 +167,9 @@ class LogWriter:
         Raises:
             LogWriteError: The file could not be emptied.
         """
-        self._file.truncate(0)
+        self._file.truncate(0, "empty")
 
-    def load(self, checkpoint: Callable[[], None] = lambda: None) -> Loaded:
+    def load(self, checkpoint: Callable[[], None] = no_checkpoint) -> Loaded:
         """Take the numbers of the log as seen and counted, to carry on where it ends.
 
         Call it before any batch; it reads the whole log (:meth:`LogFile.load`), which may
@@ -192,7 +192,7 @@ class LogWriter:
         Raises:
             LogWriteError: The tail could not be cut off.
         """
-        self._file.truncate(loaded.size)
+        self._file.truncate(loaded.size, "cut the damaged end of")
 
     def accept(self, *batches: Batch) -> None:
         """Write the new numbers of batches to the log and count the rest as duplicates.
@@ -249,7 +249,8 @@ class LogWriter:
                 stays unwritten.
         """
         assert self._unwritten[0] is selection, "selections are written in the order made"
-        self._file.append(selection.lines, sync=self.sync_interval == 0)
+        if selection.size:  # duplicates only: nothing to write, or to sync
+            self._file.append(selection.lines, sync=self.sync_interval == 0)
         self._unwritten.popleft()
         self._totals = Totals(
             self._totals.unique + selection.size // LINE_SIZE,
@@ -327,16 +328,19 @@ class LogWriter:
             if self.sync_interval > 0:
                 background.start_soon(self._sync_in_background)
             async for selection in selections:
+                # Due from when the write began, not from when the thread handed it back.
+                began = trio.current_time()
                 await trio.to_thread.run_sync(self.append, selection)
                 selection.release()  # here, not in the thread: the pool is Trio's
-                self._schedule_sync(selection.size)
+                if selection.size:
+                    self._schedule_sync(selection.size, began)
             # What is left unsynced is for the sync at the end of run().
             background.cancel_scope.cancel()
 
-    def _schedule_sync(self, written: int) -> None:
+    def _schedule_sync(self, written: int, began: float) -> None:
         self._unsynced_bytes += written
         if not self._unsynced.is_set():
-            self._sync_due = trio.current_time() + self.sync_interval
+            self._sync_due = began + self.sync_interval
             self._unsynced.set()
         if self._unsynced_bytes >= SYNC_EVERY:
             self._sync_now.set()

@@ -20,6 +20,7 @@ import pytest
 import trio
 from helpers import (
     QUICK,
+    TIMEOUT,
     line,
     lines,
     logged,
@@ -109,7 +110,9 @@ async def test_an_idle_server_makes_no_sync_calls(tmp_path: Path) -> None:
         )
         at_start = read_trace(tmp_path)  # emptying the log at start is synced
         await server.send_and_wait_closed(lines(1, 2))
-        await trio.sleep(0.5)
+        with trio.move_on_after(TIMEOUT):  # the write, then its sync
+            while len(read_trace(tmp_path)) < len(at_start) + 2:  # noqa: ASYNC110 (a file)
+                await trio.sleep(0.01)
         after_write = read_trace(tmp_path)
         await trio.sleep(1)
         assert read_trace(tmp_path) == after_write
@@ -138,6 +141,33 @@ async def test_at_sync_interval_0_each_write_is_synced_before_the_next(tmp_path:
     assert 1 <= writes <= 5, " ".join(kinds)
     assert kinds == ["write", "sync-start"] * writes + ["sync-start"], " ".join(kinds)
     assert logged(tmp_path) == [line(number) for number in range(5)]
+
+
+_FAILING_SYNC: Final = """
+import errno, os, runpy
+real_fdatasync = os.fdatasync
+calls = []
+def fdatasync(fd):
+    calls.append(fd)
+    if len(calls) > 1:  # the sync of the emptied log at start goes through
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    real_fdatasync(fd)
+os.fdatasync = fdatasync
+runpy.run_module("numlog_trio", run_name="__main__")
+"""
+
+
+async def test_a_failing_background_sync_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    command = (sys.executable, "-P", "-c", _FAILING_SYNC)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, "--sync-interval", "0.1", command=command)
+        await server.send_and_wait_closed(lines(1, 2))
+        finished = await server.finish()
+    assert finished.returncode == 1
+    assert finished.stderr.splitlines()[1:] == [
+        "numlog-trio: cannot sync numbers.log: Input/output error"
+    ], finished.stderr
+    assert logged(tmp_path) == [line(1), line(2)]  # written, counted; only the sync failed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +255,7 @@ async def test_resume_refuses_a_file_that_is_not_a_log_and_leaves_it_unchanged(
     assert finished.returncode == 1
     assert finished.stderr == (
         f"numlog-trio: cannot resume from numbers.log: {problem}; "
-        "it is not a log this server wrote\n"
+        "it is not a log this server wrote, or it was damaged before its end\n"
     )
     assert finished.stdout == ""
     assert log.read_bytes() == content
@@ -246,7 +276,7 @@ async def test_resume_with_the_port_taken_leaves_a_torn_log_as_it_was(tmp_path: 
 
 _SIGNAL_WHILE_LOADING: Final = """
 import logging, os, runpy, signal, threading, time
-SIGNUM = {signum}
+SIGNUM, AT = {signum}, {at!r}
 told = threading.Event()
 class Told(logging.Handler):
     def emit(self, record):
@@ -254,28 +284,34 @@ class Told(logging.Handler):
             told.set()
 logging.getLogger("numlog_trio").addHandler(Told())
 real_preadv = os.preadv
-reads = []
+reads, ends = [], []
 def preadv(fd, buffers, offset):
     reads.append(fd)
-    if len(reads) == 2:
+    received = real_preadv(fd, buffers, offset)
+    ends.extend([fd] if received == 0 else [])
+    # The second read of all, or the very last one (the tail's, at the end of the file).
+    if (AT == "second" and len(reads) == 2) or (AT == "last" and len(ends) == 2):
         signal.raise_signal(SIGNUM)
         # Until the server has taken the signal in: then the load must stop, not go on.
         assert told.wait(10)
         time.sleep(0.2)
-    return real_preadv(fd, buffers, offset)
+    return received
 os.preadv = preadv
 runpy.run_module("numlog_trio", run_name="__main__")
 """
 
 
 @SIGNALS
+@pytest.mark.parametrize("at", ["second", "last"], ids=["second-read", "last-read"])
 async def test_a_signal_while_loading_stops_promptly_and_leaves_the_log_as_it_was(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signum: signal.Signals, at: str
 ) -> None:
-    # Five reads' worth and a torn tail, which a finished load would cut.
+    # Five reads' worth and a torn tail, which a finished load would cut. A signal at the
+    # last read finds the load done: it must still stop the server before it listens.
     content = numbered_lines(0, 500_000) + b"12345"
     (tmp_path / "numbers.log").write_bytes(content)
-    command = (sys.executable, "-P", "-c", _SIGNAL_WHILE_LOADING.format(signum=int(signum)))
+    code = _SIGNAL_WHILE_LOADING.format(signum=int(signum), at=at)
+    command = (sys.executable, "-P", "-c", code)
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery, tmp_path, "--resume", command=command, listening=False)
         finished = await server.finish(within=QUICK + 10)

@@ -217,3 +217,69 @@ def test_at_interval_0_a_failing_sync_takes_the_write_back(log: Path, syncs: Syn
 def test_a_sync_interval_that_cannot_work_is_refused(log: Path, interval: float) -> None:
     with pytest.raises(ValueError, match="sync_interval"):
         LogWriter.open(log, sync_interval=interval)
+
+
+async def test_a_write_during_a_sync_is_synced_by_the_next(
+    log: Path, syncs: Syncs, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The sync in progress may or may not cover a write that lands while it runs: the next
+    # one must, within the interval of that write.
+    entered = threading.Event()
+    release = threading.Event()
+
+    def held_first_fdatasync(fd: int) -> None:
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(TIMEOUT), "the test never released the sync"
+
+    monkeypatch.setattr(os, "fdatasync", held_first_fdatasync)
+    send, receive = trio.open_memory_channel[Batch](0)
+    with LogWriter.open(log, sync_interval=1.0) as writer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, receive)
+            async with send:
+                await send.send(batch(1))
+                await wait_counted(writer, 1)
+                assert await trio.to_thread.run_sync(entered.wait, TIMEOUT), "no sync"
+                await send.send(batch(2))
+                written_at = await wait_counted(writer, 2)
+                release.set()
+                # In small steps: a long sleep could let the clock jump past the deadline
+                # before the held sync's thread has reported back.
+                with real_time_limit(TIMEOUT):
+                    while len(syncs.done) < 2:  # noqa: ASYNC110 (a thread syncs)
+                        await trio.sleep(0.01)
+                assert len(syncs.done) == 2, syncs.done
+    second_at, second_covers = syncs.done[1]
+    assert written_at <= second_at <= written_at + 1.0
+    assert second_covers == 20
+
+
+@pytest.mark.parametrize("interval", [0.0, 1.0])
+async def test_a_group_of_duplicates_only_makes_no_sync_call(
+    log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+    interval: float,
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    send, receive = trio.open_memory_channel[Batch](0)
+    with LogWriter.open(log, sync_interval=interval) as writer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, receive)
+            async with send:
+                await send.send(batch(1))
+                await wait_counted(writer, 1)
+                with real_time_limit(TIMEOUT):  # its sync, if any, has run (interval 1)
+                    while interval and not synced:  # noqa: ASYNC110 (a thread syncs)
+                        await trio.sleep(0.01)
+                before = len(synced)
+                for group in range(5):
+                    await send.send(batch(1, 1))
+                    with real_time_limit(TIMEOUT):
+                        while writer.totals.duplicates < 2 * (group + 1):
+                            await trio.lowlevel.checkpoint()
+                    await trio.sleep(10)
+                assert writer.totals == Totals(unique=1, duplicates=10)
+                assert len(synced) == before, "a sync with nothing new to sync"
