@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             "keep the log instead of clearing it, and go on where it ends: its numbers count "
-            "as received before (an unfinished last line left by a crash is cut off); a file "
-            "that is not a log of this server is refused, unchanged"
+            "as received before, and what a crash can leave at its end (an unfinished line, "
+            "NUL bytes) is cut off; a file that is not a log of this server is refused, "
+            "unchanged"
         ),
     )
     parser.add_argument(
