@@ -117,18 +117,26 @@ def parse_lines(lines: NDArray[np.uint8]) -> NDArray[np.uint32]:
     return numbers
 
 
-def logged_numbers(directory: Path) -> NDArray[np.uint32]:
-    """Return the numbers of ``numbers.log`` in ``directory``, in order, read fast.
+def log_numbers(data: bytes) -> NDArray[np.uint32]:
+    """Return the numbers of whole log lines, in order, read fast.
 
-    Also checks that the log holds nothing but whole lines of nine digits and a newline.
+    Checks that every 10 bytes are nine digits and a newline; the message names the first
+    line that is not.
     """
-    data = (directory / "numbers.log").read_bytes()
     assert len(data) % 10 == 0, f"the log ends with an unfinished line: {data[-20:]!r}"
     lines = np.frombuffer(data, dtype=np.uint8).reshape(-1, 10)
-    assert (lines[:, 9] == ord("\n")).all(), "a line of the log is not 9 characters long"
-    digits = lines[:, :9] - np.uint8(ord("0"))  # anything but a digit wraps around past 9
-    assert (digits <= 9).all(), "a line of the log is not nine digits"
+    not_digits = lines[:, :9] - np.uint8(ord("0")) > 9  # anything but a digit wraps past 9
+    bad = np.flatnonzero((lines[:, 9] != ord("\n")) | not_digits.any(axis=1))
+    assert not len(bad), (
+        f"line {bad[0] + 1} of {len(lines)} whole lines is {bytes(lines[bad[0]])!r}, not nine "
+        f"digits and a newline ({len(bad)} such lines)"
+    )
     return parse_lines(lines)
+
+
+def logged_numbers(directory: Path) -> NDArray[np.uint32]:
+    """Return the numbers of ``numbers.log`` in ``directory``, in order: :func:`log_numbers`."""
+    return log_numbers((directory / "numbers.log").read_bytes())
 
 
 TORN_LINE: Final = re.compile(rb"[0-9]{0,9}")
@@ -163,14 +171,7 @@ def assert_crash_consistent(
         f"after {whole} whole lines the log ends with {tail!r}, not with the 1 to 9 digits of "
         "a torn line"
     )
-    lines = np.frombuffer(data, dtype=np.uint8, count=whole * 10).reshape(-1, 10)
-    not_digits = lines[:, :9] - np.uint8(ord("0")) > 9  # anything but a digit wraps past 9
-    bad = np.flatnonzero((lines[:, 9] != ord("\n")) | not_digits.any(axis=1))
-    assert not len(bad), (
-        f"line {bad[0] + 1} of {whole} whole lines is {bytes(lines[bad[0]])!r}, not nine "
-        f"digits and a newline ({len(bad)} such lines)"
-    )
-    numbers = parse_lines(lines)
+    numbers = log_numbers(data[: whole * 10])
     ordered = np.sort(numbers)
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
     assert not len(repeated), (

@@ -365,18 +365,14 @@ async def test_resume_after_a_sigkill_logs_the_union_of_both_runs_each_number_on
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery, tmp_path, "--resume", "--report-interval", "0.05")
         assert server.loaded == whole, server.stderr
-        async with trio.open_nursery() as senders:
-            for client in range(CLIENTS):
-                data = numbered_lines(first_number(client) + PER_CLIENT - SECOND_RUN, SECOND_RUN)
-                senders.start_soon(server.send_and_wait_closed, data)
-        second_run = {
-            line.rstrip(b"\n")
+        sent = [
+            numbered_lines(first_number(client) + PER_CLIENT - SECOND_RUN, SECOND_RUN)
             for client in range(CLIENTS)
-            for line in numbered_lines(
-                first_number(client) + PER_CLIENT - SECOND_RUN, SECOND_RUN
-            ).splitlines()
-        }
-        expected = first_run | second_run
+        ]
+        async with trio.open_nursery() as senders:
+            for data in sent:
+                senders.start_soon(server.send_and_wait_closed, data)
+        expected = first_run.union(*(data.splitlines() for data in sent))
         await server.wait_for_report(
             lambda unique, _: server.loaded + unique == len(expected), f"{len(expected)} in all"
         )
