@@ -1,4 +1,4 @@
-# Types of the compiled kernel, _kernel.pyx (the docstrings are there).
+# Types of the compiled kernel, _kernel_c.pyx (the docstrings are there).
 from typing import Final
 
 from typing_extensions import Buffer

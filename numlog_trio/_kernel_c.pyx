@@ -10,7 +10,8 @@ Everything else (tasks, state, errors, invariants, reading the log) is Python; s
 exactly :data:`LINE_SIZE` bytes, so a buffer is read as a table of 10-byte lines: each
 is checked with two loads (8 + 2 bytes) and parsed within a 64-bit word (SWAR), with no
 per-byte loop. Words are read little-endian (x86-64, AArch64): on a big-endian machine the
-build stops with an error saying so.
+build stops with an error saying so, and the package is installed with the pure-Python twin
+(``_kernel_py.py``) alone. Both pass the same tests; ``_kernel.py`` chooses.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize

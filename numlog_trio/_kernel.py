@@ -1,0 +1,69 @@
+"""The kernel that runs: the compiled one (``_kernel_c``) where it was built, else its twin.
+
+Both implement the same functions with the same results and errors (``_kernel_c.pyx``, Cython,
+and ``_kernel_py.py``, pure Python, some 25 times slower); the rest of the package calls them
+through this module. ``NUMLOG_TRIO_NO_EXTENSIONS`` set to anything but ``""`` or ``0`` chooses
+the pure-Python one even where the compiled one is installed (and, at install, skips building
+it). The constants are the same in both, so they come from the pure-Python module either way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from ._kernel_py import (  # the same in both kernels
+    ALL_MARKED,
+    BITMAP_BYTES,
+    INVALID,
+    LINE_SIZE,
+    MORE,
+    NOT_A_NUMBER,
+    NUMBER_SPACE,
+    PREFETCH_DISTANCE,
+    SEEN_BEFORE,
+    TERMINATE,
+)
+
+NO_EXTENSIONS_VARIABLE: Final = "NUMLOG_TRIO_NO_EXTENSIONS"
+
+
+PURE_REASON: str | None
+"""Why the pure-Python kernel runs, or None when the compiled one does."""
+
+# setup.py reads the variable alike.
+if os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"):
+    from ._kernel_py import frame, mark_new, select_new, unmark
+
+    PURE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
+else:
+    try:
+        from ._kernel_c import frame, mark_new, select_new, unmark
+
+        PURE_REASON = None
+    except ImportError:
+        from ._kernel_py import frame, mark_new, select_new, unmark
+
+        PURE_REASON = "the compiled kernel is not installed (it could not be built)"
+
+COMPILED: Final = PURE_REASON is None
+"""Whether the compiled kernel runs."""
+
+__all__ = [
+    "ALL_MARKED",
+    "BITMAP_BYTES",
+    "COMPILED",
+    "INVALID",
+    "LINE_SIZE",
+    "MORE",
+    "NOT_A_NUMBER",
+    "NUMBER_SPACE",
+    "PREFETCH_DISTANCE",
+    "PURE_REASON",
+    "SEEN_BEFORE",
+    "TERMINATE",
+    "frame",
+    "mark_new",
+    "select_new",
+    "unmark",
+]

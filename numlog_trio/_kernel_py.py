@@ -1,0 +1,318 @@
+"""The hot loops of numlog-trio in pure Python: the twin of the compiled ``_kernel_c``.
+
+The same functions, with the same arguments, results and errors, for where the compiled module
+could not be built or ``NUMLOG_TRIO_NO_EXTENSIONS`` asks for this one (``_kernel.py`` chooses).
+Each works on whole buffers with the operations that run in C inside the interpreter: a buffer
+of number lines is validated with a strided slice and ``bytes.translate``, cut with
+``bytes.split`` and parsed with ``int``; only the test-and-set of each number's bit is a Python
+loop, and it is the cost that remains (a cache miss per number that pure Python cannot
+prefetch). This is not the test suite's reference model (``tests/_reference.py``, a byte at a
+time, obviously correct); it is checked against it by the same tests as the compiled kernel.
+
+The compiled kernel does not validate the lines ``select_new`` and ``unmark`` are given (the
+framer did); it parses whatever 10 bytes it gets within a 64-bit word. So that a caller's
+mistake comes out the same here, lines that are not all number lines are parsed by
+:func:`_parse_as_compiled`, which does that arithmetic, and are otherwise treated alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+LINE_SIZE: Final = 10
+NUMBER_SPACE: Final = 1_000_000_000
+BITMAP_BYTES: Final = NUMBER_SPACE // 8
+
+MORE: Final = 0
+"""Outcome: every complete line was a number; the connection reads on."""
+INVALID: Final = 1
+"""Outcome: a line is not valid input; the connection is closed."""
+TERMINATE: Final = 2
+"""Outcome: a line is ``terminate``."""
+
+ALL_MARKED: Final = 0
+"""Why :func:`mark_new` stopped: every line was marked."""
+NOT_A_NUMBER: Final = 1
+"""Why :func:`mark_new` stopped: the next line is not nine digits and a newline."""
+SEEN_BEFORE: Final = 2
+"""Why :func:`mark_new` stopped: the next line's number was marked already."""
+
+PREFETCH_DISTANCE: Final = 64
+"""The compiled kernel's prefetch distance. Nothing is prefetched here; the value is the same
+so that the tests' cases around it are the same for both kernels."""
+
+_TERMINATE: Final = b"terminate\n"
+_DIGITS: Final = b"0123456789"
+_NUMBER_LINES: Final = re.compile(rb"(?:[0-9]{9}\n)*+")
+_WORD: Final = (1 << 64) - 1
+_ZEROS: Final = 0x3030303030303030
+
+
+def _readable(buffer: Buffer) -> bytes:
+    """The bytes of a buffer, read all at once: later writes to ``out`` can't change them."""
+    return buffer if type(buffer) is bytes else memoryview(buffer).tobytes()
+
+
+def _writable(buffer: Buffer) -> memoryview:
+    view = memoryview(buffer)
+    if view.readonly:
+        raise ValueError("buffer source array is read-only")
+    return view.cast("B") if view.format != "B" else view
+
+
+def _bitmap_view(bitmap: Buffer) -> memoryview:
+    bits = _writable(bitmap)
+    if len(bits) < BITMAP_BYTES:
+        raise ValueError(f"the bitmap has {len(bits)} bytes; it needs {BITMAP_BYTES}")
+    return bits
+
+
+def _check_whole_lines(size: int) -> None:
+    if size % LINE_SIZE:
+        raise ValueError(f"{size} bytes are not whole {LINE_SIZE}-byte lines")
+
+
+def _all_number_lines(data: bytes, start: int, stop: int) -> bool:
+    """Whether ``data[start:stop]`` (whole lines) is nothing but number lines.
+
+    Every tenth byte is a newline, and deleting the digits leaves only those newlines.
+    """
+    count = (stop - start) // LINE_SIZE
+    return (
+        data[start + LINE_SIZE - 1 : stop : LINE_SIZE].count(b"\n") == count
+        and len(data[start:stop].translate(None, _DIGITS)) == count
+    )
+
+
+def _number_lines_end(data: bytes, start: int, stop: int) -> int:
+    """The end of the run of number lines from ``start`` (whole lines, up to ``stop``)."""
+    if _all_number_lines(data, start, stop):
+        return stop
+    run = _NUMBER_LINES.match(data, start, stop)
+    assert run is not None  # the pattern matches the empty string
+    return run.end()
+
+
+def _is_line_start(start: bytes) -> bool:
+    """Whether up to 9 bytes can still become a valid line (digits, or the start of terminate)."""
+    return not start or start.isdigit() or _TERMINATE.startswith(start)
+
+
+def frame(carried: Buffer, data: Buffer) -> tuple[bytes | None, int, int, int, bytes]:
+    """Find the run of valid lines in a receive buffer, and why it ends.
+
+    Args:
+        carried: The unfinished line carried from the previous buffer (0 to 9 bytes, each
+            prefix of which could still become valid).
+        data: The new buffer.
+
+    Returns:
+        ``(head, start, stop, outcome, carry)``: ``head`` is the carried line completed from
+        the first bytes of ``data`` when that makes a number line (else None), followed by the
+        number lines ``data[start:stop]``; ``outcome`` is :data:`MORE`, :data:`INVALID` or
+        :data:`TERMINATE`; ``carry`` is the unfinished line to carry into the next buffer
+        (empty unless the outcome is :data:`MORE`).
+    """
+    held_bytes = _readable(carried)
+    held = len(held_bytes)
+    if held >= LINE_SIZE:
+        raise ValueError(f"the carried line holds {held} bytes; a line is {LINE_SIZE}")
+    data = _readable(data)
+    size = len(data)
+    head = None
+    start = 0
+    if held:
+        start = LINE_SIZE - held
+        line = held_bytes + data[:start]
+        if size < start:
+            if _is_line_start(line):
+                return None, 0, 0, MORE, line
+            return None, 0, 0, INVALID, b""
+        if line[:9].isdigit() and line[9] == 10:
+            head = line
+        elif line == _TERMINATE:
+            return None, 0, 0, TERMINATE, b""
+        else:
+            return None, 0, 0, INVALID, b""
+    whole = size - (size - start) % LINE_SIZE
+    stop = _number_lines_end(data, start, whole)
+    if stop < whole:
+        if data[stop : stop + LINE_SIZE] == _TERMINATE:
+            return head, start, stop, TERMINATE, b""
+        return head, start, stop, INVALID, b""
+    rest = data[stop:]
+    if _is_line_start(rest):
+        return head, start, stop, MORE, rest
+    return head, start, stop, INVALID, b""
+
+
+def _parse_as_compiled(line: bytes) -> int:
+    """The compiled kernel's parse of any 10 bytes: a 64-bit SWAR sum, then a 32-bit result.
+
+    For a number line, its number; for other bytes, what the compiled kernel makes of them
+    (which may or may not be inside 0..999,999,999).
+    """
+    word = (int.from_bytes(line[:8], "little") - _ZEROS) & _WORD
+    word = ((word * 10 & _WORD) + (word >> 8)) & 0x00FF00FF00FF00FF
+    word = ((word * 100 & _WORD) + (word >> 16)) & 0x0000FFFF0000FFFF
+    word = ((word * 10000 & _WORD) + (word >> 32)) & 0x00000000FFFFFFFF
+    return (word * 10 + line[8] - 48) & 0xFFFFFFFF
+
+
+def _numbers_of(data: bytes) -> tuple[list[bytes], Iterable[int], bool]:
+    """The lines of ``data`` (whole lines) without their newlines, and their numbers.
+
+    Returns:
+        The lines, their numbers (in order), and whether all of them are number lines. If
+        not, the numbers are the compiled kernel's parse, which may be out of range.
+    """
+    if _all_number_lines(data, 0, len(data)):
+        parts = data.split(b"\n")
+        parts.pop()
+        return parts, map(int, parts), True
+    lines = [data[at : at + LINE_SIZE] for at in range(0, len(data), LINE_SIZE)]
+    return [line[:-1] for line in lines], [_parse_as_compiled(line) for line in lines], False
+
+
+def _overlaps_badly(lines: Buffer, out: memoryview, at: int, size: int) -> bool:
+    """Whether ``out[at:]`` overlaps ``lines`` without starting where they start.
+
+    The compiled kernel refuses that, since it would copy lines over lines not yet read. Here
+    the lines are read before any is written, so it would do no harm; it is refused alike,
+    where it can be seen: between buffers of one object, both writable (a read-only view has
+    no address that Python can take).
+    """
+    source = memoryview(lines)
+    if source.obj is not out.obj or source.readonly:
+        return False
+    try:
+        import ctypes
+    except ImportError:  # an interpreter built without ctypes: nothing to compare
+        return False
+    source_address = ctypes.addressof(ctypes.c_char.from_buffer(source))
+    target_address = ctypes.addressof(ctypes.c_char.from_buffer(out)) + at
+    return (
+        target_address != source_address
+        and source_address < target_address + size
+        and target_address < source_address + size
+    )
+
+
+def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int, int]:
+    """Mark the numbers of some number lines seen, and copy each first sighting to ``out``.
+
+    Each line is parsed, its bit in ``bitmap`` tested and set, and if it was not set the line
+    (its 10 bytes as received) is copied to ``out``. A number repeated within ``lines`` is
+    copied once, at its first position. The lines are read before any is written.
+
+    Args:
+        bitmap: One bit per number, :data:`BITMAP_BYTES` long.
+        lines: Whole number lines, as :func:`frame` validated them.
+        out: Where first sightings go, from offset ``at``. It must have room for all of
+            ``lines`` (``len(out) - at >= len(lines)``), however many turn out new; that room
+            past the returned ``end`` is left as it was. It may be ``lines`` itself, with
+            ``at`` 0: the first sightings are then compacted at the front of ``lines``.
+        at: Offset in ``out`` of the first line copied.
+
+    Returns:
+        ``(end, duplicates)``: first sightings are ``out[at:end]``, and how many lines were
+        numbers seen before.
+
+    Raises:
+        ValueError: A buffer has the wrong size, ``out`` overlaps ``lines`` other than at
+            their start, or a line parses to a value outside 0..999,999,999 (lines are not
+            validated here: the range check only keeps a caller's mistake inside the bitmap).
+            Nothing is marked or copied.
+    """
+    bits = _bitmap_view(bitmap)
+    data = _readable(lines)
+    size = len(data)
+    _check_whole_lines(size)
+    target = _writable(out)
+    if at < 0 or len(target) - at < size:
+        raise ValueError(f"out has no room for {size} bytes at offset {at}")
+    if size == 0:
+        return at, 0
+    if _overlaps_badly(lines, target, at, size):
+        raise ValueError("out overlaps lines without starting where they start")
+    parts, numbers, all_numbers = _numbers_of(data)
+    if not all_numbers and not all(number < NUMBER_SPACE for number in numbers):
+        raise ValueError("a line is not nine digits and a newline")
+    new: list[bytes] = []
+    keep = new.append
+    for part, number in zip(parts, numbers, strict=True):
+        index = number >> 3
+        mask = 1 << (number & 7)
+        byte = bits[index]
+        if not byte & mask:
+            bits[index] = byte | mask
+            keep(part)
+    fresh = len(new)
+    duplicates = len(parts) - fresh
+    if not duplicates:
+        target[at : at + size] = data
+    elif fresh:
+        new.append(b"")  # joined, it ends the last line with its newline
+        target[at : at + LINE_SIZE * fresh] = b"\n".join(new)
+    return at + LINE_SIZE * fresh, duplicates
+
+
+def unmark(bitmap: Buffer, lines: Buffer) -> None:
+    """Clear the bits of the numbers of some number lines: undo :func:`select_new`.
+
+    Args:
+        bitmap: The bitmap :func:`select_new` marked.
+        lines: The first sightings it copied out, which were all unmarked before. A line
+            that parses outside the range is skipped.
+    """
+    bits = _bitmap_view(bitmap)
+    data = _readable(lines)
+    _check_whole_lines(len(data))
+    for number in _numbers_of(data)[1]:
+        if number < NUMBER_SPACE:
+            bits[number >> 3] &= 0xFF ^ (1 << (number & 7))
+
+
+def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
+    """Mark the numbers of a log's lines seen, in order, up to the first line a log can't hold.
+
+    Rebuilds the bitmap from a log being resumed, one chunk of it at a time: each line is
+    checked, parsed, and its bit in ``bitmap`` tested and set. Marking stops at the first line
+    that is not a number line, or whose number is marked already (before the call, or by an
+    earlier line of this one).
+
+    Args:
+        bitmap: One bit per number, :data:`BITMAP_BYTES` long.
+        lines: Whole lines (any bytes, a multiple of :data:`LINE_SIZE` long).
+
+    Returns:
+        ``(count, stop)``: the first ``count`` lines were marked (their numbers' bits are all
+        set now), and why marking stopped: :data:`ALL_MARKED` (``count`` is every line),
+        :data:`NOT_A_NUMBER` (the line at index ``count`` is not a number line) or
+        :data:`SEEN_BEFORE` (the number of the line at index ``count`` was marked already; its
+        bit stays set). The bits of the lines after ``count`` are left as they were.
+
+    Raises:
+        ValueError: The bitmap is too short, or ``lines`` are not whole lines. Nothing is
+            marked.
+    """
+    bits = _bitmap_view(bitmap)
+    data = _readable(lines)
+    size = len(data)
+    _check_whole_lines(size)
+    valid = _number_lines_end(data, 0, size)
+    parts = data[:valid].split(b"\n")
+    parts.pop()
+    for count, number in enumerate(map(int, parts)):
+        index = number >> 3
+        mask = 1 << (number & 7)
+        byte = bits[index]
+        if byte & mask:
+            return count, SEEN_BEFORE
+        bits[index] = byte | mask
+    return len(parts), NOT_A_NUMBER if valid < size else ALL_MARKED
