@@ -124,7 +124,7 @@ cdef inline bint _is_line_start(const uint8_t *start, Py_ssize_t length) noexcep
     return digits or memcmp(start, _TERMINATE, length) == 0
 
 
-def frame(const uint8_t[::1] carried, const uint8_t[::1] data):
+def frame(const uint8_t[::1] carried not None, const uint8_t[::1] data not None):
     """Find the run of valid lines in a receive buffer, and why it ends.
 
     Args:
@@ -183,7 +183,10 @@ def frame(const uint8_t[::1] carried, const uint8_t[::1] data):
 
 
 def select_new(
-    uint8_t[::1] bitmap, const uint8_t[::1] lines, uint8_t[::1] out, Py_ssize_t at
+    uint8_t[::1] bitmap not None,
+    const uint8_t[::1] lines not None,
+    uint8_t[::1] out not None,
+    Py_ssize_t at,
 ):
     """Mark the numbers of some number lines seen, and copy each first sighting to ``out``.
 
@@ -272,7 +275,7 @@ def select_new(
     return end, count - (end - at) // _LINE
 
 
-def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
+def unmark(uint8_t[::1] bitmap not None, const uint8_t[::1] lines not None):
     """Clear the bits of the numbers of some number lines: undo :func:`select_new`.
 
     Args:
@@ -298,7 +301,7 @@ def unmark(uint8_t[::1] bitmap, const uint8_t[::1] lines):
                 bitmap[number >> 3] &= <uint8_t>~(1 << (number & 7))
 
 
-def mark_new(uint8_t[::1] bitmap, const uint8_t[::1] lines):
+def mark_new(uint8_t[::1] bitmap not None, const uint8_t[::1] lines not None):
     """Mark the numbers of a log's lines seen, in order, up to the first line a log can't hold.
 
     Rebuilds the bitmap from a log being resumed, one chunk of it at a time: each line is

@@ -53,16 +53,28 @@ _WORD: Final = (1 << 64) - 1
 _ZEROS: Final = 0x3030303030303030
 
 
+def _view(buffer: Buffer) -> memoryview:
+    """A view of a buffer of bytes, refused as the compiled kernel's typed memoryviews are."""
+    view = memoryview(buffer)
+    if view.ndim != 1:
+        raise ValueError(f"Buffer has wrong number of dimensions (expected 1, got {view.ndim})")
+    if view.format.lstrip("@=<>!") not in ("B", "c"):
+        raise ValueError(f"Buffer dtype mismatch, expected 'uint8_t' but got {view.format!r}")
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view if view.format == "B" else view.cast("B")
+
+
 def _readable(buffer: Buffer) -> bytes:
     """The bytes of a buffer, read all at once: later writes to ``out`` can't change them."""
-    return buffer if type(buffer) is bytes else memoryview(buffer).tobytes()
+    return buffer if type(buffer) is bytes else _view(buffer).tobytes()
 
 
 def _writable(buffer: Buffer) -> memoryview:
-    view = memoryview(buffer)
+    view = _view(buffer)
     if view.readonly:
-        raise ValueError("buffer source array is read-only")
-    return view.cast("B") if view.format != "B" else view
+        raise BufferError("Object is not writable.")
+    return view
 
 
 def _bitmap_view(bitmap: Buffer) -> memoryview:

@@ -19,6 +19,14 @@ from helpers import (
     StartOnLoopback,
     start_serving,
 )
+from kernels import Kernel, kernel_names, load_kernel
+
+
+@pytest.fixture(scope="session", params=kernel_names())
+def kernel(request: pytest.FixtureRequest) -> Kernel:
+    """Each kernel in turn: the compiled one, then its pure-Python twin (see ``kernels.py``)."""
+    name: str = request.param
+    return load_kernel(name)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The compiled kernel (``numlog_trio._kernel``), called directly, against reference models.
+"""Both kernels (compiled and pure Python: ``kernel``), called directly, against reference models.
 
 ``frame`` is checked against the byte-at-a-time reference model of ``_reference.py``: for
 streams cut at arbitrary points (hypothesis), and for every byte value at every position of a
@@ -28,10 +28,11 @@ afterwards that the whole bitmap is zero.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import numpy as np
@@ -39,6 +40,7 @@ import pytest
 from _reference import NEAR_MISSES, cut, cuts, numbers_in, reference, streams
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernels import Kernel
 
 from numlog_trio import Outcome, _kernel
 
@@ -66,7 +68,7 @@ def lines_of(numbers: Iterable[int]) -> bytes:
 # frame
 
 
-def frame_buffers(buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
+def frame_buffers(kernel: Kernel, buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
     """Frame buffers in turn with the kernel, carrying ``carry`` from each call to the next.
 
     Checks every call against ``frame``'s contract: ``head`` followed by ``data[start:stop]``
@@ -80,7 +82,7 @@ def frame_buffers(buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
     numbers: list[int] = []
     carried = b""
     for index, data in enumerate(buffers):
-        head, start, stop, outcome, carry = _kernel.frame(carried, data)
+        head, start, stop, outcome, carry = kernel.frame(carried, data)
         where = f"buffer {index} {data!r} after carrying {carried!r}"
         assert 0 <= start <= stop <= len(data), where
         assert (stop - start) % LINE == 0, where
@@ -99,17 +101,20 @@ def frame_buffers(buffers: list[bytes]) -> tuple[list[int], Outcome, int]:
 
 
 def check_frame(
-    buffers: list[bytes], expected: tuple[list[int], Outcome, int | None] | None = None
+    kernel: Kernel,
+    buffers: list[bytes],
+    expected: tuple[list[int], Outcome, int | None] | None = None,
 ) -> None:
     """Check the kernel's framing of ``buffers`` against the reference for their stream.
 
     Args:
+        kernel: The kernel under test.
         buffers: The receive buffers, in order.
         expected: ``reference()`` of the joined buffers, when the caller has it already.
     """
     stream = b"".join(buffers)
     expected_numbers, expected_outcome, decided_at = expected or reference(stream)
-    numbers, outcome, used = frame_buffers(buffers)
+    numbers, outcome, used = frame_buffers(kernel, buffers)
     assert (numbers, outcome) == (expected_numbers, expected_outcome), (
         f"kernel: {outcome} after {numbers}; reference: {expected_outcome} after "
         f"{expected_numbers}; buffers {buffers!r}"
@@ -127,9 +132,9 @@ def check_frame(
 
 @given(streams, cuts)
 def test_frame_matches_the_reference_for_any_stream_cut_anywhere(
-    stream: bytes, offsets: list[int]
+    kernel: Kernel, stream: bytes, offsets: list[int]
 ) -> None:
-    check_frame(cut(stream, offsets)[0])
+    check_frame(kernel, cut(stream, offsets)[0])
 
 
 @given(
@@ -137,7 +142,7 @@ def test_frame_matches_the_reference_for_any_stream_cut_anywhere(
     st.lists(st.integers(0, 12), max_size=30),
 )
 def test_frame_matches_the_reference_for_short_buffers_of_any_bytes(
-    pieces: list[bytes], sizes: list[int]
+    kernel: Kernel, pieces: list[bytes], sizes: list[int]
 ) -> None:
     # Buffers of 0 to 12 bytes: most complete a carried line, or carry one on.
     stream = b"".join(pieces)
@@ -147,7 +152,7 @@ def test_frame_matches_the_reference_for_short_buffers_of_any_bytes(
         buffers.append(stream[offset : offset + size])
         offset += size
     buffers.append(stream[offset:])
-    check_frame(buffers)
+    check_frame(kernel, buffers)
 
 
 BASES: Final = (b"123456789\n", b"terminate\n")
@@ -156,17 +161,17 @@ AFTER: Final = line(999_999_999)
 
 
 @pytest.mark.parametrize("position", range(LINE))
-def test_every_byte_value_at_every_position_of_a_line(position: int) -> None:
+def test_every_byte_value_at_every_position_of_a_line(kernel: Kernel, position: int) -> None:
     for base in BASES:
         for value in range(256):
             changed = base[:position] + bytes([value]) + base[position + 1 :]
             upto = changed[: position + 1]
             # Alone, and cut just after the changed byte: rejected at once or waiting.
-            check_frame([changed])
-            check_frame([upto])
+            check_frame(kernel, [changed])
+            check_frame(kernel, [upto])
             # After valid lines (which are kept), followed by a valid line.
-            check_frame([BEFORE + changed + AFTER])
-            check_frame([BEFORE + upto])
+            check_frame(kernel, [BEFORE + changed + AFTER])
+            check_frame(kernel, [BEFORE + upto])
             # Completing a line carried from the previous buffer, with every carry length;
             # the previous buffer also holds valid lines, or nothing else.
             stream = changed + AFTER
@@ -174,43 +179,47 @@ def test_every_byte_value_at_every_position_of_a_line(position: int) -> None:
             expected_upto = reference(upto)
             expected_after = reference(BEFORE + stream)
             for held in range(1, LINE):
-                check_frame([stream[:held], stream[held:]], expected)
-                check_frame([BEFORE + stream[:held], stream[held:]], expected_after)
+                check_frame(kernel, [stream[:held], stream[held:]], expected)
+                check_frame(kernel, [BEFORE + stream[:held], stream[held:]], expected_after)
                 if held <= position:
                     # The completion ends at the changed byte: it is shorter than a line.
-                    check_frame([upto[:held], upto[held:]], expected_upto)
-                    check_frame([stream[:held], upto[held:], stream[position + 1 :]], expected)
+                    check_frame(kernel, [upto[:held], upto[held:]], expected_upto)
+                    check_frame(
+                        kernel, [stream[:held], upto[held:], stream[position + 1 :]], expected
+                    )
 
 
 @pytest.mark.parametrize("carried", [b"1234567890", b"12345678901", b"0" * 20, b"terminate\n"])
 @pytest.mark.parametrize("data", [b"", b"5", b"123456789\n"])
-def test_a_carried_line_of_ten_bytes_or_more_is_refused(carried: bytes, data: bytes) -> None:
+def test_a_carried_line_of_ten_bytes_or_more_is_refused(
+    kernel: Kernel, carried: bytes, data: bytes
+) -> None:
     with pytest.raises(ValueError, match="carried"):
-        _kernel.frame(carried, data)
+        kernel.frame(carried, data)
 
 
 @pytest.mark.parametrize("partial", [b"123456789", b"terminate", b"000000000"])
-def test_the_carry_holds_at_most_nine_bytes(partial: bytes) -> None:
+def test_the_carry_holds_at_most_nine_bytes(kernel: Kernel, partial: bytes) -> None:
     # Nine bytes carried, from one buffer or across several, and more bytes that can't fit.
-    assert _kernel.frame(b"", partial) == (None, 0, 0, _kernel.MORE, partial)
-    assert _kernel.frame(partial[:4], partial[4:]) == (None, 0, 0, _kernel.MORE, partial)
-    assert _kernel.frame(partial, b"") == (None, 0, 0, _kernel.MORE, partial)
-    assert _kernel.frame(b"", line(7) + partial) == (None, 0, 10, _kernel.MORE, partial)
-    head, _, _, outcome, carry = _kernel.frame(partial, b"x")
+    assert kernel.frame(b"", partial) == (None, 0, 0, _kernel.MORE, partial)
+    assert kernel.frame(partial[:4], partial[4:]) == (None, 0, 0, _kernel.MORE, partial)
+    assert kernel.frame(partial, b"") == (None, 0, 0, _kernel.MORE, partial)
+    assert kernel.frame(b"", line(7) + partial) == (None, 0, 10, _kernel.MORE, partial)
+    head, _, _, outcome, carry = kernel.frame(partial, b"x")
     assert (head, outcome, carry) == (None, _kernel.INVALID, b"")
-    assert _kernel.frame(b"", partial + b"x") == (None, 0, 0, _kernel.INVALID, b"")
+    assert kernel.frame(b"", partial + b"x") == (None, 0, 0, _kernel.INVALID, b"")
 
 
-def test_a_carried_line_completed_is_the_head_and_the_rest_follows() -> None:
-    assert _kernel.frame(b"1234", b"56789\n000000001\n00") == (
+def test_a_carried_line_completed_is_the_head_and_the_rest_follows(kernel: Kernel) -> None:
+    assert kernel.frame(b"1234", b"56789\n000000001\n00") == (
         b"123456789\n",
         6,
         16,
         _kernel.MORE,
         b"00",
     )
-    assert _kernel.frame(b"termi", b"nate\n000000001\n") == (None, 0, 0, _kernel.TERMINATE, b"")
-    assert _kernel.frame(b"1234", b"56789\nterminate\n") == (
+    assert kernel.frame(b"termi", b"nate\n000000001\n") == (None, 0, 0, _kernel.TERMINATE, b"")
+    assert kernel.frame(b"1234", b"56789\nterminate\n") == (
         b"123456789\n",
         6,
         6,
@@ -283,7 +292,7 @@ def first_sightings(seen: set[int], numbers: Iterable[int]) -> list[int]:
 
 
 def check_select_new(
-    bits: mmap.mmap, seen: set[int], numbers: list[int], at: int = 0, slack: int = 0
+    kernel: Kernel, bits: mmap.mmap, seen: set[int], numbers: list[int], at: int = 0, slack: int = 0
 ) -> memoryview:
     """Call ``select_new`` on the lines of ``numbers`` and check it against the set ``seen``.
 
@@ -296,7 +305,7 @@ def check_select_new(
     """
     lines = lines_of(numbers)
     out = bytearray([FILL]) * (at + len(lines) + slack)
-    end, duplicates = _kernel.select_new(bits, lines, out, at)
+    end, duplicates = kernel.select_new(bits, lines, out, at)
     new = first_sightings(seen, numbers)
     assert (end, duplicates) == (at + LINE * len(new), len(numbers) - len(new))
     room_end = at + len(lines)
@@ -336,13 +345,13 @@ batches = st.lists(
 @settings(deadline=None)
 @given(batches, st.integers(0, 25), st.integers(0, 15))
 def test_select_new_matches_a_set_over_several_buffers(
-    bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], at: int, slack: int
+    kernel: Kernel, bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], at: int, slack: int
 ) -> None:
     everything = [number for numbers in numbers_by_buffer for number in numbers]
     seen: set[int] = set()
     try:
         for numbers in numbers_by_buffer:
-            check_select_new(bitmap, seen, numbers, at, slack)
+            check_select_new(kernel, bitmap, seen, numbers, at, slack)
             assert bits_of(bitmap, everything) == expected_bits(seen, everything)
     finally:
         clear(bitmap, everything)
@@ -351,7 +360,7 @@ def test_select_new_matches_a_set_over_several_buffers(
 @settings(deadline=None)
 @given(batches, st.integers(0, 25))
 def test_select_new_in_place_compacts_the_first_sightings_at_the_front(
-    bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], lead: int
+    kernel: Kernel, bitmap: mmap.mmap, numbers_by_buffer: list[list[int]], lead: int
 ) -> None:
     # The writer passes a batch's lines as their own out: first sightings move to the front
     # of the lines, in order, while the lines after them are still being read. ``lead``
@@ -362,7 +371,7 @@ def test_select_new_in_place_compacts_the_first_sightings_at_the_front(
         for numbers in numbers_by_buffer:
             buffer = bytearray([FILL]) * lead + bytearray(lines_of(numbers)) + bytes([FILL])
             lines = memoryview(buffer)[lead : lead + LINE * len(numbers)]
-            end, duplicates = _kernel.select_new(bitmap, lines, lines, 0)
+            end, duplicates = kernel.select_new(bitmap, lines, lines, 0)
             new = first_sightings(seen, numbers)
             assert (end, duplicates) == (LINE * len(new), len(numbers) - len(new))
             assert bytes(lines[:end]) == lines_of(new)
@@ -375,26 +384,32 @@ def test_select_new_in_place_compacts_the_first_sightings_at_the_front(
 @settings(deadline=None)
 @given(st.lists(some_numbers, max_size=30), batches, st.integers(0, 25))
 def test_unmark_restores_the_bitmap_exactly(
-    bitmap: mmap.mmap, before: list[int], numbers_by_buffer: list[list[int]], at: int
+    kernel: Kernel,
+    bitmap: mmap.mmap,
+    before: list[int],
+    numbers_by_buffer: list[list[int]],
+    at: int,
 ) -> None:
     everything = before + [number for numbers in numbers_by_buffer for number in numbers]
     seen: set[int] = set()
     try:
-        check_select_new(bitmap, seen, before)
+        check_select_new(kernel, bitmap, seen, before)
         for numbers in numbers_by_buffer:
             marked_before = bits_of(bitmap, everything)
-            _kernel.unmark(bitmap, check_select_new(bitmap, set(seen), numbers, at))
+            kernel.unmark(bitmap, check_select_new(kernel, bitmap, set(seen), numbers, at))
             assert bits_of(bitmap, everything) == marked_before == expected_bits(seen, everything)
     finally:
         clear(bitmap, everything)
 
 
-def test_the_ends_of_the_range_and_their_neighbours(clean_bitmap: mmap.mmap) -> None:
+def test_the_ends_of_the_range_and_their_neighbours(
+    kernel: Kernel, clean_bitmap: mmap.mmap
+) -> None:
     ends = [0, 999_999_999, 1, 999_999_998, 7, 8, 999_999_992, 999_999_991]
     seen: set[int] = set()
     try:
-        check_select_new(clean_bitmap, seen, [0, 999_999_999, 0, 999_999_999])
-        check_select_new(clean_bitmap, seen, ends + ends)
+        check_select_new(kernel, clean_bitmap, seen, [0, 999_999_999, 0, 999_999_999])
+        check_select_new(kernel, clean_bitmap, seen, ends + ends)
         assert clean_bitmap[0] == 0b1000_0011  # 7, 1 and 0
         assert clean_bitmap[1] == 0b0000_0001  # 8
         assert clean_bitmap[-1] == 0b1100_0001  # 999999999, 999999998 and 999999992
@@ -413,7 +428,7 @@ COUNTS: Final = (1, 2, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD - 1, 2 * AHEAD, 2 
 
 @pytest.mark.parametrize("count", COUNTS)
 def test_more_and_fewer_lines_than_the_prefetch_distance(
-    clean_bitmap: mmap.mmap, count: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, count: int
 ) -> None:
     generator = random.Random(count)
     pool = spread(count // 3 + 1) + list(range(count // 4 + 1))
@@ -422,10 +437,10 @@ def test_more_and_fewer_lines_than_the_prefetch_distance(
     seen: set[int] = set()
     try:
         # Distinct numbers: each must come out in order, from the ring of parsed numbers.
-        check_select_new(clean_bitmap, seen, distinct, at=3)
+        check_select_new(kernel, clean_bitmap, seen, distinct, at=3)
         # Repeats at every distance, inside the buffer and of the buffer before.
-        check_select_new(clean_bitmap, seen, repeated, at=0, slack=7)
-        check_select_new(clean_bitmap, seen, repeated[::-1], at=11)
+        check_select_new(kernel, clean_bitmap, seen, repeated, at=0, slack=7)
+        check_select_new(kernel, clean_bitmap, seen, repeated[::-1], at=11)
         everything = distinct + repeated
         assert bits_of(clean_bitmap, everything) == expected_bits(seen, everything)
     finally:
@@ -434,12 +449,14 @@ def test_more_and_fewer_lines_than_the_prefetch_distance(
 
 @pytest.mark.parametrize("count", [1, AHEAD, 1000])
 @pytest.mark.parametrize("at", [0, 13])
-def test_an_output_buffer_exactly_full(clean_bitmap: mmap.mmap, count: int, at: int) -> None:
+def test_an_output_buffer_exactly_full(
+    kernel: Kernel, clean_bitmap: mmap.mmap, count: int, at: int
+) -> None:
     numbers = spread(count)
     lines = lines_of(numbers)
     out = bytearray(b"x" * at) + bytearray(len(lines))
     try:
-        assert _kernel.select_new(clean_bitmap, lines, out, at) == (len(out), 0)
+        assert kernel.select_new(clean_bitmap, lines, out, at) == (len(out), 0)
         assert out == b"x" * at + lines
         assert bits_of(clean_bitmap, numbers) == expected_bits(set(numbers), numbers)
     finally:
@@ -449,46 +466,48 @@ def test_an_output_buffer_exactly_full(clean_bitmap: mmap.mmap, count: int, at: 
 @pytest.mark.parametrize("count", [1, AHEAD, 1000])
 @pytest.mark.parametrize("at", [0, 13])
 def test_an_output_buffer_one_byte_short_is_refused_and_nothing_is_marked(
-    clean_bitmap: mmap.mmap, count: int, at: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, count: int, at: int
 ) -> None:
     lines = lines_of(spread(count))
     out = bytearray(at + len(lines) - 1)
     with pytest.raises(ValueError, match="room"):
-        _kernel.select_new(clean_bitmap, lines, out, at)
+        kernel.select_new(clean_bitmap, lines, out, at)
     assert out == bytes(len(out))
 
 
-def test_a_negative_offset_is_refused(clean_bitmap: mmap.mmap) -> None:
+def test_a_negative_offset_is_refused(kernel: Kernel, clean_bitmap: mmap.mmap) -> None:
     with pytest.raises(ValueError, match="room"):
-        _kernel.select_new(clean_bitmap, line(5), bytearray(20), -1)
+        kernel.select_new(clean_bitmap, line(5), bytearray(20), -1)
 
 
 @pytest.mark.parametrize("at", [0, 4, 10])
-def test_no_lines_select_nothing(clean_bitmap: mmap.mmap, at: int) -> None:
+def test_no_lines_select_nothing(kernel: Kernel, clean_bitmap: mmap.mmap, at: int) -> None:
     out = bytearray(b"y" * 10)
-    assert _kernel.select_new(clean_bitmap, b"", out, at) == (at, 0)
+    assert kernel.select_new(clean_bitmap, b"", out, at) == (at, 0)
     assert out == b"y" * 10
-    _kernel.unmark(clean_bitmap, b"")
+    kernel.unmark(clean_bitmap, b"")
 
 
 @pytest.mark.parametrize("size", [1, 9, 11, 19, 1001])
-def test_lines_that_are_not_whole_lines_are_refused(clean_bitmap: mmap.mmap, size: int) -> None:
+def test_lines_that_are_not_whole_lines_are_refused(
+    kernel: Kernel, clean_bitmap: mmap.mmap, size: int
+) -> None:
     lines = (line(123) * 101)[:size]
     with pytest.raises(ValueError, match="whole"):
-        _kernel.select_new(clean_bitmap, lines, bytearray(2000), 0)
+        kernel.select_new(clean_bitmap, lines, bytearray(2000), 0)
     with pytest.raises(ValueError, match="whole"):
-        _kernel.unmark(clean_bitmap, lines)
+        kernel.unmark(clean_bitmap, lines)
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, _kernel.BITMAP_BYTES - 1])
-def test_a_bitmap_too_small_is_refused(size: int) -> None:
+def test_a_bitmap_too_small_is_refused(kernel: Kernel, size: int) -> None:
     small = mmap.mmap(-1, max(size, 1))
     try:
         view = memoryview(small)[:size]
         with pytest.raises(ValueError, match="bitmap"):
-            _kernel.select_new(view, line(0), bytearray(10), 0)
+            kernel.select_new(view, line(0), bytearray(10), 0)
         with pytest.raises(ValueError, match="bitmap"):
-            _kernel.unmark(view, line(0))
+            kernel.unmark(view, line(0))
         view.release()
         assert small.find(b"\x01") == -1
     finally:
@@ -505,7 +524,7 @@ OUT_OF_RANGE: Final = (b"\xff" * 9 + b"\n", b":::::::::\n", b"/////////\n", b"99
     "position", [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5, 999], ids=str
 )
 def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
-    clean_bitmap: mmap.mmap, bad: bytes, position: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, bad: bytes, position: int
 ) -> None:
     # Lines before the bad one: new numbers (some repeated), and one seen before, which must
     # stay marked; lines after it too.
@@ -514,11 +533,11 @@ def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
     after = list(range(500, 520))
     everything = [*before, *after]
     try:
-        _kernel.select_new(clean_bitmap, line(old), bytearray(10), 0)
+        kernel.select_new(clean_bitmap, line(old), bytearray(10), 0)
         marked_before = bits_of(clean_bitmap, everything)
         lines = lines_of(before[:position]) + bad + lines_of(before[position:] + after)
         with pytest.raises(ValueError, match="nine digits"):
-            _kernel.select_new(clean_bitmap, lines, bytearray(len(lines)), 0)
+            kernel.select_new(clean_bitmap, lines, bytearray(len(lines)), 0)
         assert bits_of(clean_bitmap, everything) == marked_before
         assert marked_before == expected_bits({old}, everything)
     finally:
@@ -527,14 +546,68 @@ def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
 
 @pytest.mark.parametrize("shift", [1, 9, 10, 25])
 def test_an_out_that_starts_inside_the_lines_is_refused(
-    clean_bitmap: mmap.mmap, shift: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, shift: int
 ) -> None:
     # Copying a line ahead of where it is read would overwrite lines not read yet; only the
     # lines themselves (compaction in place) or a separate buffer may be the out.
     buffer = bytearray(lines_of([1, 2, 3])) + bytearray(shift)
     lines = memoryview(buffer)[:30]
     with pytest.raises(ValueError, match="overlaps"):
-        _kernel.select_new(clean_bitmap, lines, buffer, shift)
+        kernel.select_new(clean_bitmap, lines, buffer, shift)
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffers of the wrong kind, refused alike by both kernels
+
+A_LINE: Final = line(5)
+MISUSES: Final[dict[str, tuple[type[Exception], Callable[[Kernel, mmap.mmap], object]]]] = {
+    "carried None": (TypeError, lambda kernel, bits: kernel.frame(None, A_LINE)),  # type: ignore[arg-type]
+    "data a str": (TypeError, lambda kernel, bits: kernel.frame(b"", "123456789\n")),  # type: ignore[arg-type]
+    "data in 2 dimensions": (
+        ValueError,
+        lambda kernel, bits: kernel.frame(b"", memoryview(bytearray(20)).cast("B", (2, 10))),
+    ),
+    "data of signed bytes": (
+        ValueError,
+        lambda kernel, bits: kernel.frame(b"", memoryview(bytearray(A_LINE)).cast("b")),
+    ),
+    "data of 16-bit items": (
+        ValueError,
+        lambda kernel, bits: kernel.frame(b"", memoryview(bytearray(A_LINE)).cast("H")),
+    ),
+    "data not contiguous": (
+        BufferError,
+        lambda kernel, bits: kernel.frame(b"", memoryview(bytearray(A_LINE * 2))[::2]),
+    ),
+    "out read-only": (
+        BufferError,
+        lambda kernel, bits: kernel.select_new(bits, A_LINE, bytes(10), 0),
+    ),
+    "lines None": (TypeError, lambda kernel, bits: kernel.unmark(bits, None)),  # type: ignore[arg-type]
+    "bitmap read-only (select_new)": (
+        BufferError,
+        lambda kernel, bits: kernel.select_new(bytes(bits), A_LINE, bytearray(10), 0),
+    ),
+    "bitmap read-only (mark_new)": (
+        BufferError,
+        lambda kernel, bits: kernel.mark_new(memoryview(bits).toreadonly(), A_LINE),
+    ),
+}
+
+
+@pytest.mark.parametrize("misuse", MISUSES)
+def test_buffers_of_the_wrong_kind_are_refused(
+    kernel: Kernel, clean_bitmap: mmap.mmap, misuse: str
+) -> None:
+    error, call = MISUSES[misuse]
+    with pytest.raises(error):
+        call(kernel, clean_bitmap)
+
+
+def test_buffers_of_chars_are_bytes(kernel: Kernel) -> None:
+    # A ctypes array of char is a buffer of format "<c"; both kernels read it as bytes.
+    data = (ctypes.c_char * 25).from_buffer_copy(lines_of([1, 2]) + b"termi")
+    assert kernel.frame(memoryview(b"").cast("c"), data) == (None, 0, 20, _kernel.MORE, b"termi")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,7 +663,9 @@ def numbers_of_lines(lines: bytes) -> list[int]:
     return [int(piece[:9]) for piece in pieces if NUMBER_LINE.fullmatch(piece)]
 
 
-def check_mark_new(bits: mmap.mmap, marked: set[int], lines: bytes) -> tuple[int, int]:
+def check_mark_new(
+    kernel: Kernel, bits: mmap.mmap, marked: set[int], lines: bytes
+) -> tuple[int, int]:
     """Call ``mark_new`` on ``lines`` and check it against the set ``marked``, which is updated.
 
     Checks ``(count, stop)`` and the bits of every number of ``lines`` and of ``marked``: set
@@ -600,7 +675,7 @@ def check_mark_new(bits: mmap.mmap, marked: set[int], lines: bytes) -> tuple[int
         ``(count, stop)``.
     """
     touched = [*marked, *numbers_of_lines(lines)]
-    result = _kernel.mark_new(bits, lines)
+    result = kernel.mark_new(bits, lines)
     expected = mark_model(marked, lines)
     count, stop = expected
     assert result == expected, (
@@ -648,7 +723,9 @@ def changed_line(number: int, position: int, value: int) -> bytes:
 
 @settings(deadline=None)
 @given(st.lists(some_numbers, max_size=5), st.lists(logs(), min_size=1, max_size=3))
-def test_mark_new_matches_a_set(bitmap: mmap.mmap, before: list[int], chunks: list[bytes]) -> None:
+def test_mark_new_matches_a_set(
+    kernel: Kernel, bitmap: mmap.mmap, before: list[int], chunks: list[bytes]
+) -> None:
     # Numbers marked before, then chunks marked in turn (whatever the last one's stop).
     marked = set(before)
     touched = [*before, *(number for chunk in chunks for number in numbers_of_lines(chunk))]
@@ -656,7 +733,7 @@ def test_mark_new_matches_a_set(bitmap: mmap.mmap, before: list[int], chunks: li
         for number in before:
             bitmap[number >> 3] |= 1 << (number & 7)
         for chunk in chunks:
-            check_mark_new(bitmap, marked, chunk)
+            check_mark_new(kernel, bitmap, marked, chunk)
     finally:
         clear(bitmap, touched)
     # Nothing else was marked: not a line after a stop, nor one that is not a number.
@@ -670,7 +747,7 @@ AROUND_AHEAD: Final = (AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5)
 
 @pytest.mark.parametrize("position", range(LINE))
 def test_mark_new_every_byte_value_at_every_position_of_a_line(
-    clean_bitmap: mmap.mmap, position: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, position: int
 ) -> None:
     # Distinct numbers before and after, none of the form 1x3456789 that a changed digit makes.
     before = [number * 2 for number in range(2 * AHEAD + 5)]
@@ -681,14 +758,14 @@ def test_mark_new_every_byte_value_at_every_position_of_a_line(
             lines = lines_of(before[:at]) + changed + lines_of(after)
             numbers = numbers_of_lines(lines)
             try:
-                count, stop = check_mark_new(clean_bitmap, set(), lines)
+                count, stop = check_mark_new(kernel, clean_bitmap, set(), lines)
                 assert (stop == _kernel.NOT_A_NUMBER) == (not NUMBER_LINE.fullmatch(changed))
                 assert count == (at if stop == _kernel.NOT_A_NUMBER else len(numbers))
             finally:
                 clear(clean_bitmap, numbers)
         # Alone.
         try:
-            check_mark_new(clean_bitmap, set(), changed)
+            check_mark_new(kernel, clean_bitmap, set(), changed)
         finally:
             clear(clean_bitmap, numbers_of_lines(changed))
 
@@ -715,14 +792,14 @@ REPEATS: Final = (
 
 @pytest.mark.parametrize(("first", "second"), REPEATS, ids=str)
 def test_mark_new_stops_at_a_repeat_within_the_call(
-    clean_bitmap: mmap.mmap, first: int, second: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, first: int, second: int
 ) -> None:
     # Distinct numbers, far apart, with the first one's number again at ``second``; lines after
     # the repeat (beyond the prefetch distance) stay unmarked, and the repeat's bit stays set.
     numbers = spread(second + 2 * AHEAD)
     numbers[second] = numbers[first]
     try:
-        assert check_mark_new(clean_bitmap, set(), lines_of(numbers)) == (
+        assert check_mark_new(kernel, clean_bitmap, set(), lines_of(numbers)) == (
             second,
             _kernel.SEEN_BEFORE,
         )
@@ -733,13 +810,13 @@ def test_mark_new_stops_at_a_repeat_within_the_call(
 @pytest.mark.parametrize("position", [0, 1, 2, *AROUND_AHEAD, 999], ids=str)
 @pytest.mark.parametrize("lines_after", [0, 1, 2 * AHEAD])
 def test_mark_new_stops_at_a_number_marked_before_the_call(
-    clean_bitmap: mmap.mmap, position: int, lines_after: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, position: int, lines_after: int
 ) -> None:
     numbers = spread(position + 1 + lines_after)
     old = numbers[position]
     try:
         clean_bitmap[old >> 3] |= 1 << (old & 7)
-        assert check_mark_new(clean_bitmap, {old}, lines_of(numbers)) == (
+        assert check_mark_new(kernel, clean_bitmap, {old}, lines_of(numbers)) == (
             position,
             _kernel.SEEN_BEFORE,
         )
@@ -750,13 +827,16 @@ def test_mark_new_stops_at_a_number_marked_before_the_call(
 @pytest.mark.parametrize("bad", NOT_NUMBERS)
 @pytest.mark.parametrize("position", [0, 1, *AROUND_AHEAD, 999], ids=str)
 def test_mark_new_stops_at_a_line_that_is_not_a_number(
-    clean_bitmap: mmap.mmap, bad: bytes, position: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, bad: bytes, position: int
 ) -> None:
     # The lines before it are marked, in order; none after it, valid ones included.
     numbers = spread(position + 2 * AHEAD)
     lines = lines_of(numbers[:position]) + bad + lines_of(numbers[position:])
     try:
-        assert check_mark_new(clean_bitmap, set(), lines) == (position, _kernel.NOT_A_NUMBER)
+        assert check_mark_new(kernel, clean_bitmap, set(), lines) == (
+            position,
+            _kernel.NOT_A_NUMBER,
+        )
     finally:
         clear(clean_bitmap, numbers)
 
@@ -768,7 +848,7 @@ def test_mark_new_stops_at_a_line_that_is_not_a_number(
     ids=str,
 )
 def test_mark_new_a_repeat_before_a_line_not_a_number_stops_first(
-    clean_bitmap: mmap.mmap, bad: bytes, repeat: int, invalid: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, bad: bytes, repeat: int, invalid: int
 ) -> None:
     # The look-ahead meets the line that is not a number while the repeat before it is still
     # to be tested: marking stops at the repeat. The other way round, at the line.
@@ -777,33 +857,38 @@ def test_mark_new_a_repeat_before_a_line_not_a_number_stops_first(
     lines = lines_of(numbers[:invalid]) + bad + lines_of(numbers[invalid:])
     swapped = lines_of(numbers[:repeat]) + bad + lines_of(numbers[repeat:])
     try:
-        assert check_mark_new(clean_bitmap, set(), lines) == (repeat, _kernel.SEEN_BEFORE)
+        assert check_mark_new(kernel, clean_bitmap, set(), lines) == (repeat, _kernel.SEEN_BEFORE)
         clear(clean_bitmap, numbers)
-        assert check_mark_new(clean_bitmap, set(), swapped) == (repeat, _kernel.NOT_A_NUMBER)
+        assert check_mark_new(kernel, clean_bitmap, set(), swapped) == (
+            repeat,
+            _kernel.NOT_A_NUMBER,
+        )
     finally:
         clear(clean_bitmap, numbers)
 
 
 @pytest.mark.parametrize("count", COUNTS)
-def test_mark_new_marks_every_line_of_distinct_numbers(clean_bitmap: mmap.mmap, count: int) -> None:
+def test_mark_new_marks_every_line_of_distinct_numbers(
+    kernel: Kernel, clean_bitmap: mmap.mmap, count: int
+) -> None:
     # Then the same lines again: the first is seen before.
     numbers = spread(count)
     lines = lines_of(numbers)
     marked: set[int] = set()
     try:
-        assert check_mark_new(clean_bitmap, marked, lines) == (count, _kernel.ALL_MARKED)
-        assert check_mark_new(clean_bitmap, marked, lines) == (0, _kernel.SEEN_BEFORE)
+        assert check_mark_new(kernel, clean_bitmap, marked, lines) == (count, _kernel.ALL_MARKED)
+        assert check_mark_new(kernel, clean_bitmap, marked, lines) == (0, _kernel.SEEN_BEFORE)
     finally:
         clear(clean_bitmap, numbers)
 
 
-def test_mark_new_a_chunk_as_resume_reads_it(clean_bitmap: mmap.mmap) -> None:
+def test_mark_new_a_chunk_as_resume_reads_it(kernel: Kernel, clean_bitmap: mmap.mmap) -> None:
     # 1 MiB of whole lines, in order from the bitmap's start, and a last line seen before.
     numbers = list(range(0, 1_048_570 // LINE * 9, 9))
     lines = bytearray(lines_of(numbers))
     lines[-LINE:] = line(numbers[0])
     try:
-        assert _kernel.mark_new(clean_bitmap, memoryview(lines)) == (
+        assert kernel.mark_new(clean_bitmap, memoryview(lines)) == (
             len(numbers) - 1,
             _kernel.SEEN_BEFORE,
         )
@@ -812,24 +897,32 @@ def test_mark_new_a_chunk_as_resume_reads_it(clean_bitmap: mmap.mmap) -> None:
         clear(clean_bitmap, numbers)
 
 
-def test_mark_new_the_ends_of_the_range_and_their_neighbours(clean_bitmap: mmap.mmap) -> None:
+def test_mark_new_the_ends_of_the_range_and_their_neighbours(
+    kernel: Kernel, clean_bitmap: mmap.mmap
+) -> None:
     ends = [0, 999_999_999, 1, 999_999_998, 7, 8, 999_999_992, 999_999_991]
     marked: set[int] = set()
     try:
-        assert check_mark_new(clean_bitmap, marked, lines_of(ends)) == (8, _kernel.ALL_MARKED)
+        assert check_mark_new(kernel, clean_bitmap, marked, lines_of(ends)) == (
+            8,
+            _kernel.ALL_MARKED,
+        )
         assert clean_bitmap[0] == 0b1000_0011  # 7, 1 and 0
         assert clean_bitmap[1] == 0b0000_0001  # 8
         assert clean_bitmap[-1] == 0b1100_0001  # 999999999, 999999998 and 999999992
         assert clean_bitmap[-2] == 0b1000_0000  # 999999991
         for end in ends:
-            assert check_mark_new(clean_bitmap, marked, line(end)) == (0, _kernel.SEEN_BEFORE)
+            assert check_mark_new(kernel, clean_bitmap, marked, line(end)) == (
+                0,
+                _kernel.SEEN_BEFORE,
+            )
     finally:
         clear(clean_bitmap, ends)
 
 
-def test_mark_new_no_lines_mark_nothing(clean_bitmap: mmap.mmap) -> None:
-    assert _kernel.mark_new(clean_bitmap, b"") == (0, _kernel.ALL_MARKED)
-    assert _kernel.mark_new(clean_bitmap, memoryview(bytearray(line(5)))[:0]) == (
+def test_mark_new_no_lines_mark_nothing(kernel: Kernel, clean_bitmap: mmap.mmap) -> None:
+    assert kernel.mark_new(clean_bitmap, b"") == (0, _kernel.ALL_MARKED)
+    assert kernel.mark_new(clean_bitmap, memoryview(bytearray(line(5)))[:0]) == (
         0,
         _kernel.ALL_MARKED,
     )
@@ -837,19 +930,19 @@ def test_mark_new_no_lines_mark_nothing(clean_bitmap: mmap.mmap) -> None:
 
 @pytest.mark.parametrize("size", [1, 9, 11, 19, 1001])
 def test_mark_new_refuses_lines_that_are_not_whole_lines(
-    clean_bitmap: mmap.mmap, size: int
+    kernel: Kernel, clean_bitmap: mmap.mmap, size: int
 ) -> None:
     with pytest.raises(ValueError, match="whole"):
-        _kernel.mark_new(clean_bitmap, (line(123) * 101)[:size])
+        kernel.mark_new(clean_bitmap, (line(123) * 101)[:size])
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, _kernel.BITMAP_BYTES - 1])
-def test_mark_new_refuses_a_bitmap_too_small(size: int) -> None:
+def test_mark_new_refuses_a_bitmap_too_small(kernel: Kernel, size: int) -> None:
     small = mmap.mmap(-1, max(size, 1))
     try:
         view = memoryview(small)[:size]
         with pytest.raises(ValueError, match="bitmap"):
-            _kernel.mark_new(view, line(0))
+            kernel.mark_new(view, line(0))
         view.release()
         assert small.find(b"\x01") == -1
     finally:
