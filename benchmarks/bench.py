@@ -2,7 +2,7 @@
 
 Generates the numbers once, then alternates runs of the installed ``numlog-trio`` (at its
 default sync interval, and with ``--sync-interval 0``, which syncs each write before counting
-it), of ``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and
+it), with its pure-Python kernel, of ``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and
 discards), each started fresh in its own temporary directory, pushed by the load tool and
 stopped with terminate; the logs of all but the ceiling are checked. Prints the median of
 each, each server's median as a fraction of the ceiling's and its speed-up over the baseline
@@ -27,12 +27,13 @@ from pathlib import Path
 import resume
 from load import Summary, Workload, installed_server_command, make_workload, run_against_spawned
 
+from numlog_trio._kernel import NO_EXTENSIONS_VARIABLE
 from numlog_trio._server import RECEIVE_SIZE
 
 BASELINE = Path(__file__).with_name("baseline_server.py")
 DISCARD = Path(__file__).with_name("discard_server.py")
-SERVERS = ("numlog-trio", "sync-0", "baseline", "ceiling")
-"""``sync-0``: numlog-trio with ``--sync-interval 0``."""
+SERVERS = ("numlog-trio", "sync-0", "pure", "baseline", "ceiling")
+"""``sync-0``: numlog-trio with ``--sync-interval 0``; ``pure``: with the pure-Python kernel."""
 CEILING_TEXT = "receive-and-discard ceiling"
 
 
@@ -126,6 +127,9 @@ def main() -> int:
     parser.add_argument(
         "--sync-0-runs", type=int, default=3, help="runs of numlog-trio --sync-interval 0"
     )
+    parser.add_argument(
+        "--pure-runs", type=int, default=3, help="runs of numlog-trio with the pure-Python kernel"
+    )
     parser.add_argument("--baseline-runs", type=int, default=3, help="runs of the baseline")
     parser.add_argument(
         "--ceiling-runs", type=int, default=5, help="runs of the receive-and-discard server"
@@ -153,6 +157,9 @@ def main() -> int:
     commands = {
         "numlog-trio": installed_server_command() if args.runs > 0 else [],
         "sync-0": [*installed_server_command(), "--sync-interval", "0"] if args.sync_0_runs else [],
+        # The installed numlog-trio, told to run its pure-Python kernel (env execs it: the
+        # resources measured are the server's).
+        "pure": ["env", f"{NO_EXTENSIONS_VARIABLE}=1", *installed_server_command()],
         "baseline": [sys.executable, str(BASELINE)],
         # Receives as large as numlog-trio's, whatever they are now.
         "ceiling": [sys.executable, str(DISCARD), "--receive-size", str(RECEIVE_SIZE)],
@@ -160,6 +167,7 @@ def main() -> int:
     counts = {
         "numlog-trio": args.runs,
         "sync-0": args.sync_0_runs,
+        "pure": args.pure_runs,
         "baseline": args.baseline_runs,
         "ceiling": args.ceiling_runs,
     }
@@ -210,6 +218,11 @@ def main() -> int:
             print(
                 "numlog-trio --sync-interval 0 against the default (ratio of medians): "
                 f"{medians['sync-0'] / medians['numlog-trio']:.2f}"
+            )
+        if "numlog-trio" in medians and "pure" in medians:
+            print(
+                "numlog-trio's compiled kernel against its pure-Python one (ratio of medians): "
+                f"{medians['numlog-trio'] / medians['pure']:.1f}x"
             )
     # The ceiling's log is not checked (None): only a checked log that is wrong fails.
     status = 0 if all(row.logs_exact is not False for row in rows) else 1

@@ -16,6 +16,7 @@ from typing import Final, NoReturn
 
 import trio
 
+from . import _kernel
 from ._errors import ListenError, ServiceError
 from ._logfile import Loaded
 from ._report import Totals
@@ -262,9 +263,12 @@ async def _serve_until_shutdown(
         for listener in listeners:
             bound_host, bound_port, *_ = listener.socket.getsockname()
             logger.info(
-                "listening on %s port %d, writing %s%s",
-                *(bound_host, bound_port, writer.name, resumed),
+                "listening on %s port %d with the %s kernel, writing %s%s",
+                *(bound_host, bound_port, _kernel.NAME, writer.name, resumed),
             )
+        advice = _kernel.slower_kernel_advice()
+        if advice is not None:
+            logger.warning("%s", advice)
         return await serve(
             listeners,
             writer,

@@ -30,12 +30,14 @@ NO_EXTENSIONS_VARIABLE: Final = "NUMLOG_TRIO_NO_EXTENSIONS"
 
 PURE_REASON: str | None
 """Why the pure-Python kernel runs, or None when the compiled one does."""
+_HOW_TO_COMPILE: str
 
 # setup.py reads the variable alike.
 if os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"):
     from ._kernel_py import frame, mark_new, select_new, unmark
 
     PURE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
+    _HOW_TO_COMPILE = f"unset {NO_EXTENSIONS_VARIABLE} (and reinstall, if it was set then too)"
 else:
     try:
         from ._kernel_c import frame, mark_new, select_new, unmark
@@ -44,10 +46,27 @@ else:
     except ImportError:
         from ._kernel_py import frame, mark_new, select_new, unmark
 
-        PURE_REASON = "the compiled kernel is not installed (it could not be built)"
+        PURE_REASON = "the compiled one is not installed: it could not be built"
+    _HOW_TO_COMPILE = (
+        "install a C compiler and the Python headers (for example 'apt install gcc "
+        "python3-dev') and reinstall numlog-trio"
+    )
 
 COMPILED: Final = PURE_REASON is None
 """Whether the compiled kernel runs."""
+NAME: Final = "compiled" if COMPILED else "pure-Python"
+"""Which kernel runs, as the server's start says it."""
+
+
+def slower_kernel_advice() -> str | None:
+    """One line for the user when the pure-Python kernel runs (else None): why, and what to do."""
+    if COMPILED:
+        return None
+    return (
+        f"the pure-Python kernel runs because {PURE_REASON}; it is much slower than the "
+        f"compiled one (about 20 times, see the README); for the compiled one, {_HOW_TO_COMPILE}"
+    )
+
 
 __all__ = [
     "ALL_MARKED",
@@ -56,6 +75,7 @@ __all__ = [
     "INVALID",
     "LINE_SIZE",
     "MORE",
+    "NAME",
     "NOT_A_NUMBER",
     "NUMBER_SPACE",
     "PREFETCH_DISTANCE",
@@ -65,5 +85,6 @@ __all__ = [
     "frame",
     "mark_new",
     "select_new",
+    "slower_kernel_advice",
     "unmark",
 ]

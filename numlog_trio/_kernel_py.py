@@ -2,12 +2,14 @@
 
 The same functions, with the same arguments, results and errors, for where the compiled module
 could not be built or ``NUMLOG_TRIO_NO_EXTENSIONS`` asks for this one (``_kernel.py`` chooses).
-Each works on whole buffers with the operations that run in C inside the interpreter: a buffer
-of number lines is validated with a strided slice and ``bytes.translate``, cut with
-``bytes.split`` and parsed with ``int``; only the test-and-set of each number's bit is a Python
-loop, and it is the cost that remains (a cache miss per number that pure Python cannot
-prefetch). This is not the test suite's reference model (``tests/_reference.py``, a byte at a
-time, obviously correct); it is checked against it by the same tests as the compiled kernel.
+Each works on whole chunks of a buffer with the operations that run in C inside the
+interpreter: a chunk of number lines is copied out of the buffer, validated with a strided
+slice and ``bytes.translate``, cut with ``bytes.split`` and parsed with ``int``; only the
+test-and-set of each number's bit is a Python loop, and it is the cost that remains (a cache
+miss per number, which pure Python cannot prefetch). Chunks of :data:`_CHUNK_SIZE` bytes keep
+the copies and the objects made from them small, whatever the buffer. This is not the test
+suite's reference model (``tests/_reference.py``, a byte at a time, obviously correct); it is
+checked against it by the same tests as the compiled kernel.
 
 The compiled kernel does not validate the lines ``select_new`` and ``unmark`` are given (the
 framer did); it parses whatever 10 bytes it gets within a 64-bit word. So that a caller's
@@ -18,7 +20,7 @@ mistake comes out the same here, lines that are not all number lines are parsed 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ so that the tests' cases around it are the same for both kernels."""
 _TERMINATE: Final = b"terminate\n"
 _DIGITS: Final = b"0123456789"
 _NUMBER_LINES: Final = re.compile(rb"(?:[0-9]{9}\n)*+")
+_CHUNK_SIZE: Final = 1024 * LINE_SIZE
+"""How many bytes of lines :func:`select_new` splits at a time (bounds the objects it makes)."""
 _WORD: Final = (1 << 64) - 1
 _ZEROS: Final = 0x3030303030303030
 
@@ -63,11 +67,6 @@ def _view(buffer: Buffer) -> memoryview:
     if not view.c_contiguous:
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
     return view if view.format == "B" else view.cast("B")
-
-
-def _readable(buffer: Buffer) -> bytes:
-    """The bytes of a buffer, read all at once: later writes to ``out`` can't change them."""
-    return buffer if type(buffer) is bytes else _view(buffer).tobytes()
 
 
 def _writable(buffer: Buffer) -> memoryview:
@@ -89,25 +88,32 @@ def _check_whole_lines(size: int) -> None:
         raise ValueError(f"{size} bytes are not whole {LINE_SIZE}-byte lines")
 
 
-def _all_number_lines(data: bytes, start: int, stop: int) -> bool:
-    """Whether ``data[start:stop]`` (whole lines) is nothing but number lines.
+def _all_number_lines(chunk: bytes) -> bool:
+    """Whether ``chunk`` (whole lines) is nothing but number lines.
 
-    Every tenth byte is a newline, and deleting the digits leaves only those newlines.
+    Every tenth byte is a newline, and deleting the digits leaves those newlines only.
     """
-    count = (stop - start) // LINE_SIZE
+    count = len(chunk) // LINE_SIZE
     return (
-        data[start + LINE_SIZE - 1 : stop : LINE_SIZE].count(b"\n") == count
-        and len(data[start:stop].translate(None, _DIGITS)) == count
+        chunk[LINE_SIZE - 1 :: LINE_SIZE].count(b"\n") == count
+        and len(chunk.translate(None, _DIGITS)) == count
     )
 
 
-def _number_lines_end(data: bytes, start: int, stop: int) -> int:
+def _chunks(view: memoryview, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+    """Copies of ``view[start:stop]`` (whole lines), a chunk at a time, with their offsets."""
+    for offset in range(start, stop, _CHUNK_SIZE):
+        yield offset, view[offset : min(offset + _CHUNK_SIZE, stop)].tobytes()
+
+
+def _number_lines_end(view: memoryview, start: int, stop: int) -> int:
     """The end of the run of number lines from ``start`` (whole lines, up to ``stop``)."""
-    if _all_number_lines(data, start, stop):
-        return stop
-    run = _NUMBER_LINES.match(data, start, stop)
-    assert run is not None  # the pattern matches the empty string
-    return run.end()
+    for offset, chunk in _chunks(view, start, stop):
+        if not _all_number_lines(chunk):
+            run = _NUMBER_LINES.match(chunk)
+            assert run is not None  # the pattern matches the empty string
+            return offset + run.end()
+    return stop
 
 
 def _is_line_start(start: bytes) -> bool:
@@ -130,17 +136,17 @@ def frame(carried: Buffer, data: Buffer) -> tuple[bytes | None, int, int, int, b
         :data:`TERMINATE`; ``carry`` is the unfinished line to carry into the next buffer
         (empty unless the outcome is :data:`MORE`).
     """
-    held_bytes = _readable(carried)
+    held_bytes = _view(carried).tobytes()
     held = len(held_bytes)
     if held >= LINE_SIZE:
         raise ValueError(f"the carried line holds {held} bytes; a line is {LINE_SIZE}")
-    data = _readable(data)
-    size = len(data)
+    view = _view(data)
+    size = len(view)
     head = None
     start = 0
     if held:
         start = LINE_SIZE - held
-        line = held_bytes + data[:start]
+        line = held_bytes + view[:start].tobytes()
         if size < start:
             if _is_line_start(line):
                 return None, 0, 0, MORE, line
@@ -152,12 +158,12 @@ def frame(carried: Buffer, data: Buffer) -> tuple[bytes | None, int, int, int, b
         else:
             return None, 0, 0, INVALID, b""
     whole = size - (size - start) % LINE_SIZE
-    stop = _number_lines_end(data, start, whole)
+    stop = _number_lines_end(view, start, whole)
     if stop < whole:
-        if data[stop : stop + LINE_SIZE] == _TERMINATE:
+        if view[stop : stop + LINE_SIZE].tobytes() == _TERMINATE:
             return head, start, stop, TERMINATE, b""
         return head, start, stop, INVALID, b""
-    rest = data[stop:]
+    rest = view[stop:].tobytes()
     if _is_line_start(rest):
         return head, start, stop, MORE, rest
     return head, start, stop, INVALID, b""
@@ -176,38 +182,23 @@ def _parse_as_compiled(line: bytes) -> int:
     return (word * 10 + line[8] - 48) & 0xFFFFFFFF
 
 
-def _numbers_of(data: bytes) -> tuple[list[bytes], Iterable[int], bool]:
-    """The lines of ``data`` (whole lines) without their newlines, and their numbers.
+def _split_lines(data: bytes) -> list[bytes]:
+    """The 10-byte lines of ``data`` (whole lines), whatever bytes they hold."""
+    return [data[at : at + LINE_SIZE] for at in range(0, len(data), LINE_SIZE)]
 
-    Returns:
-        The lines, their numbers (in order), and whether all of them are number lines. If
-        not, the numbers are the compiled kernel's parse, which may be out of range.
+
+def _overlaps_badly(source: memoryview, target: memoryview, at: int, size: int) -> bool:
+    """Whether ``target[at:]`` overlaps ``source`` other than starting where it starts.
+
+    The compiled kernel would copy lines over lines not read yet. Both are writable views of
+    one object: the address of a read-only view can't be taken.
     """
-    if _all_number_lines(data, 0, len(data)):
-        parts = data.split(b"\n")
-        parts.pop()
-        return parts, map(int, parts), True
-    lines = [data[at : at + LINE_SIZE] for at in range(0, len(data), LINE_SIZE)]
-    return [line[:-1] for line in lines], [_parse_as_compiled(line) for line in lines], False
-
-
-def _overlaps_badly(lines: Buffer, out: memoryview, at: int, size: int) -> bool:
-    """Whether ``out[at:]`` overlaps ``lines`` without starting where they start.
-
-    The compiled kernel refuses that, since it would copy lines over lines not yet read. Here
-    the lines are read before any is written, so it would do no harm; it is refused alike,
-    where it can be seen: between buffers of one object, both writable (a read-only view has
-    no address that Python can take).
-    """
-    source = memoryview(lines)
-    if source.obj is not out.obj or source.readonly:
-        return False
     try:
         import ctypes
     except ImportError:  # an interpreter built without ctypes: nothing to compare
         return False
     source_address = ctypes.addressof(ctypes.c_char.from_buffer(source))
-    target_address = ctypes.addressof(ctypes.c_char.from_buffer(out)) + at
+    target_address = ctypes.addressof(ctypes.c_char.from_buffer(target)) + at
     return (
         target_address != source_address
         and source_address < target_address + size
@@ -242,36 +233,61 @@ def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int
             Nothing is marked or copied.
     """
     bits = _bitmap_view(bitmap)
-    data = _readable(lines)
-    size = len(data)
+    source = _view(lines)
+    size = len(source)
     _check_whole_lines(size)
     target = _writable(out)
     if at < 0 or len(target) - at < size:
         raise ValueError(f"out has no room for {size} bytes at offset {at}")
     if size == 0:
         return at, 0
-    if _overlaps_badly(lines, target, at, size):
-        raise ValueError("out overlaps lines without starting where they start")
-    parts, numbers, all_numbers = _numbers_of(data)
-    if not all_numbers and not all(number < NUMBER_SPACE for number in numbers):
+    if source.obj is target.obj:
+        if not source.readonly and _overlaps_badly(source, target, at, size):
+            raise ValueError("out overlaps lines without starting where they start")
+        if source.readonly:  # where it starts can't be seen: read all before writing
+            source = memoryview(source.tobytes())
+    if _number_lines_end(source, 0, size) < size:
+        return _select_from_any_lines(bits, source.tobytes(), target, at)
+    # A chunk's first sightings are written only after it was read, at or before where it was.
+    end = at
+    for _, chunk in _chunks(source, 0, size):
+        digits = chunk.split()
+        kept = _test_and_set(bits, digits, map(int, digits))
+        fresh = len(kept)
+        if fresh == len(digits):
+            target[end : end + len(chunk)] = chunk
+        elif fresh:
+            kept.append(b"")  # joined, it ends the last line with its newline
+            target[end : end + LINE_SIZE * fresh] = b"\n".join(kept)
+        end += LINE_SIZE * fresh
+    return end, (size - (end - at)) // LINE_SIZE
+
+
+def _select_from_any_lines(
+    bits: memoryview, data: bytes, target: memoryview, at: int
+) -> tuple[int, int]:
+    """:func:`select_new` of lines not all number lines (a caller's mistake), as compiled."""
+    lines = _split_lines(data)
+    numbers = [_parse_as_compiled(line) for line in lines]
+    if not all(number < NUMBER_SPACE for number in numbers):
         raise ValueError("a line is not nine digits and a newline")
-    new: list[bytes] = []
-    keep = new.append
-    for part, number in zip(parts, numbers, strict=True):
+    kept = _test_and_set(bits, lines, numbers)
+    target[at : at + LINE_SIZE * len(kept)] = b"".join(kept)
+    return at + LINE_SIZE * len(kept), len(numbers) - len(kept)
+
+
+def _test_and_set(bits: memoryview, lines: list[bytes], numbers: Iterable[int]) -> list[bytes]:
+    """Set the bit of each number; return the lines of those whose bit was not set before."""
+    kept: list[bytes] = []
+    keep = kept.append
+    for line, number in zip(lines, numbers, strict=True):
         index = number >> 3
         mask = 1 << (number & 7)
         byte = bits[index]
         if not byte & mask:
             bits[index] = byte | mask
-            keep(part)
-    fresh = len(new)
-    duplicates = len(parts) - fresh
-    if not duplicates:
-        target[at : at + size] = data
-    elif fresh:
-        new.append(b"")  # joined, it ends the last line with its newline
-        target[at : at + LINE_SIZE * fresh] = b"\n".join(new)
-    return at + LINE_SIZE * fresh, duplicates
+            keep(line)
+    return kept
 
 
 def unmark(bitmap: Buffer, lines: Buffer) -> None:
@@ -283,11 +299,16 @@ def unmark(bitmap: Buffer, lines: Buffer) -> None:
             that parses outside the range is skipped.
     """
     bits = _bitmap_view(bitmap)
-    data = _readable(lines)
-    _check_whole_lines(len(data))
-    for number in _numbers_of(data)[1]:
-        if number < NUMBER_SPACE:
-            bits[number >> 3] &= 0xFF ^ (1 << (number & 7))
+    source = _view(lines)
+    _check_whole_lines(len(source))
+    for _, chunk in _chunks(source, 0, len(source)):
+        if _all_number_lines(chunk):
+            numbers: Iterable[int] = map(int, chunk.split())
+        else:
+            numbers = map(_parse_as_compiled, _split_lines(chunk))
+        for number in numbers:
+            if number < NUMBER_SPACE:
+                bits[number >> 3] &= 0xFF ^ (1 << (number & 7))
 
 
 def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
@@ -314,17 +335,16 @@ def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
             marked.
     """
     bits = _bitmap_view(bitmap)
-    data = _readable(lines)
-    size = len(data)
+    source = _view(lines)
+    size = len(source)
     _check_whole_lines(size)
-    valid = _number_lines_end(data, 0, size)
-    parts = data[:valid].split(b"\n")
-    parts.pop()
-    for count, number in enumerate(map(int, parts)):
-        index = number >> 3
-        mask = 1 << (number & 7)
-        byte = bits[index]
-        if byte & mask:
-            return count, SEEN_BEFORE
-        bits[index] = byte | mask
-    return len(parts), NOT_A_NUMBER if valid < size else ALL_MARKED
+    valid = _number_lines_end(source, 0, size)
+    for offset, chunk in _chunks(source, 0, valid):
+        for count, number in enumerate(map(int, chunk.split()), offset // LINE_SIZE):
+            index = number >> 3
+            mask = 1 << (number & 7)
+            byte = bits[index]
+            if byte & mask:
+                return count, SEEN_BEFORE
+            bits[index] = byte | mask
+    return valid // LINE_SIZE, NOT_A_NUMBER if valid < size else ALL_MARKED

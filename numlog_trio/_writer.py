@@ -248,10 +248,16 @@ class LogWriter:
                 reached the file is cut off again, and nothing is counted. The selection
                 stays unwritten.
         """
+        self._write_out(selection)
+        self._count(selection)
+
+    def _write_out(self, selection: Selection) -> None:
         assert self._unwritten[0] is selection, "selections are written in the order made"
         if selection.size:  # duplicates only: nothing to write, or to sync
             self._file.append(selection.lines, sync=self.sync_interval == 0)
         self._unwritten.popleft()
+
+    def _count(self, selection: Selection) -> None:
         self._totals = Totals(
             self._totals.unique + selection.size // LINE_SIZE,
             self._totals.duplicates + selection.duplicates,
@@ -330,7 +336,10 @@ class LogWriter:
             async for selection in selections:
                 # Due from when the write began, not from when the thread handed it back.
                 began = trio.current_time()
-                await trio.to_thread.run_sync(self.append, selection)
+                await trio.to_thread.run_sync(self._write_out, selection)
+                # Counted here, in the same step as the sync is scheduled: once a number
+                # counts, its sync is due.
+                self._count(selection)
                 selection.release()  # here, not in the thread: the pool is Trio's
                 if selection.size:
                     self._schedule_sync(selection.size, began)

@@ -47,7 +47,7 @@ import trio
 import trio.testing
 from numpy.typing import NDArray
 
-from numlog_trio import LogWriter, ServerConfig, Totals, serve
+from numlog_trio import LogWriter, ServerConfig, Totals, _kernel, serve
 
 HOST: Final = "127.0.0.1"
 TIMEOUT: Final = 10.0
@@ -68,6 +68,21 @@ REPORT: Final = re.compile(
 )
 LISTENING: Final = re.compile(rb"listening on \S+ port (\d+)")
 RESUMED: Final = re.compile(rb"\(resumed with (\d+) numbers loaded in ([0-9.]+) s\)")
+
+
+def after_start(stderr: str) -> list[str]:
+    """The lines a server wrote on stderr after those saying it started.
+
+    Those are its listening line, and the line that says the pure-Python kernel runs (and what
+    to do about it), where it does.
+    """
+    advice = _kernel.slower_kernel_advice()
+    started = {f"numlog-trio: {advice}"} if advice is not None else set()
+    return [
+        text
+        for text in stderr.splitlines()
+        if text not in started and LISTENING.search(text.encode()) is None
+    ]
 
 
 def console_script(name: str) -> str:

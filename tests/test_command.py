@@ -25,6 +25,7 @@ import trio
 from helpers import (
     HOST,
     QUICK,
+    after_start,
     console_script,
     limited_server,
     line,
@@ -220,7 +221,7 @@ async def test_a_full_device_stops_the_server_with_one_line(tmp_path: Path) -> N
             await server.wait_closed(client)
         finished = await server.finish()
     assert finished.returncode == 1
-    assert finished.stderr.splitlines()[1:] == [
+    assert after_start(finished.stderr) == [
         "numlog-trio: cannot write /dev/full: No space left on device"
     ]
 

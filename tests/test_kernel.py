@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from kernels import Kernel
 
 from numlog_trio import Outcome, _kernel
+from numlog_trio._server import RECEIVE_SIZE
 
 LINE: Final = _kernel.LINE_SIZE
 AHEAD: Final = _kernel.PREFETCH_DISTANCE
@@ -445,6 +446,29 @@ def test_more_and_fewer_lines_than_the_prefetch_distance(
         assert bits_of(clean_bitmap, everything) == expected_bits(seen, everything)
     finally:
         clear(clean_bitmap, distinct + repeated)
+
+
+def test_select_new_a_buffer_as_the_server_receives_it(
+    kernel: Kernel, clean_bitmap: mmap.mmap
+) -> None:
+    # A whole receive buffer of lines (the pure-Python kernel takes it a part at a time), in
+    # place as the writer passes it: repeats across its whole length, and of a buffer before.
+    count = RECEIVE_SIZE // LINE
+    generator = random.Random(count)
+    earlier = spread(count // 10)
+    numbers = [generator.choice(earlier) if index % 4 == 0 else index for index in range(count)]
+    generator.shuffle(numbers)
+    seen: set[int] = set()
+    try:
+        check_select_new(kernel, clean_bitmap, seen, earlier)
+        lines = memoryview(bytearray(lines_of(numbers)))
+        end, duplicates = kernel.select_new(clean_bitmap, lines, lines, 0)
+        new = first_sightings(seen, numbers)
+        assert (end, duplicates) == (LINE * len(new), count - len(new))
+        assert bytes(lines[:end]) == lines_of(new)
+        assert bits_of(clean_bitmap, numbers) == expected_bits(seen, numbers)
+    finally:
+        clear(clean_bitmap, earlier + numbers)
 
 
 @pytest.mark.parametrize("count", [1, AHEAD, 1000])
