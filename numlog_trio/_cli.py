@@ -18,6 +18,7 @@ import trio
 
 from ._errors import ListenError, ServiceError
 from ._logfile import Loaded
+from ._options import OneLineParser, add_version
 from ._report import Totals
 from ._server import RECEIVE_SIZE, ServerConfig, cancel_when_triggered, logger, serve
 from ._writer import SYNC_INTERVAL, LogWriter
@@ -27,13 +28,6 @@ PROG: Final = "numlog-trio"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 4000
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a bad option as one line on stderr (argparse prints the usage too)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _port(text: str) -> int:
@@ -69,7 +63,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``numlog-trio``."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Accept 9-digit numbers (one per line) over TCP from a few clients at a time, "
@@ -150,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also log each connection closed as invalid or idle",
     )
+    add_version(parser)
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import NoReturn
 import trio
 
 from ._cli import DEFAULT_HOST, DEFAULT_PORT
+from ._options import add_version
 
 PROG = "numlog-trio-client"
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
+    add_version(parser)
     return parser
 
 

@@ -882,6 +882,16 @@ async def start_client(
     return client
 
 
+async def run_command(directory: Path, command: Sequence[str]) -> Finished:
+    """Run any command that exits by itself (``--version``), in ``directory``, until it exits."""
+    async with trio.open_nursery() as nursery:
+        process = CommandProcess(
+            await _start(nursery, command, directory, subprocess.DEVNULL), directory
+        )
+        process._start_reading(nursery)
+        return await process.finish()
+
+
 async def run_server(directory: Path, *options: str) -> Finished:
     """Run a server that is expected to exit by itself (bad options, failure to start)."""
     async with trio.open_nursery() as nursery:

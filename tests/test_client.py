@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,13 @@ from helpers import (
     HOST,
     NL,
     QUICK,
+    Finished,
     console_script,
     line,
     lines,
     logged,
     run_client,
+    run_command,
     start_client,
     start_server,
 )
@@ -83,6 +86,11 @@ async def test_terminate_through_the_client_shuts_the_server_down(tmp_path: Path
     _assert_said_closed(client.stderr)
     assert finished.returncode == 0, finished.stderr
     assert logged(tmp_path) == [line("000000004")]
+
+
+async def test_version_is_the_installed_package_s(tmp_path: Path) -> None:
+    finished = await run_command(tmp_path, [console_script("numlog-trio-client"), "--version"])
+    assert finished == Finished(0, f"numlog-trio-client {version('numlog-trio')}\n", "")
 
 
 async def test_console_script_client_sends_lines(tmp_path: Path) -> None:

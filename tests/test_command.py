@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,14 @@ import trio
 from helpers import (
     HOST,
     QUICK,
+    Finished,
     console_script,
     limited_server,
     line,
     lines,
     logged,
     report_counts,
+    run_command,
     run_server,
     signalled_server,
     start_server,
@@ -345,6 +348,11 @@ async def test_help_mentions_every_option(tmp_path: Path) -> None:
         assert option in finished.stdout
     assert "-v, --verbose" in finished.stdout
     assert not (tmp_path / "numbers.log").exists()
+
+
+async def test_version_is_the_installed_package_s(tmp_path: Path) -> None:
+    finished = await run_command(tmp_path, [console_script("numlog-trio"), "--version"])
+    assert finished == Finished(0, f"numlog-trio {version('numlog-trio')}\n", "")
 
 
 async def test_console_script_serves_and_terminates(tmp_path: Path) -> None:
