@@ -18,7 +18,7 @@ import trio
 
 from ._errors import ListenError, ServiceError
 from ._logfile import Loaded
-from ._options import OneLineParser, add_version
+from ._options import OneLineParser, add_version, port, positive_int, positive_seconds, seconds
 from ._report import Totals
 from ._server import RECEIVE_SIZE, ServerConfig, cancel_when_triggered, logger, serve
 from ._writer import SYNC_INTERVAL, LogWriter
@@ -28,37 +28,6 @@ PROG: Final = "numlog-trio"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 4000
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 for all IPv4 interfaces, :: for all IPv6 ones",
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free port"
+        "--port", type=port, default=DEFAULT_PORT, help="TCP port; 0 picks a free port"
     )
     parser.add_argument(
         "--log-file",
@@ -104,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sync-interval",
-        type=_seconds,
+        type=seconds,
         default=SYNC_INTERVAL,
         metavar="SECONDS",
         help=(
@@ -114,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-clients",
-        type=_positive_int,
+        type=positive_int,
         default=_DEFAULTS.max_clients,
         help=(
             f"clients read at a time, each holding a {RECEIVE_SIZE >> 10} KiB receive buffer "
@@ -123,14 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--report-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=_DEFAULTS.report_interval,
         metavar="SECONDS",
         help="seconds between reports on standard output",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help=(

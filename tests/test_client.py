@@ -117,6 +117,17 @@ async def test_client_without_server_fails_with_one_line(tmp_path: Path) -> None
     assert "Traceback" not in client.stderr
 
 
+@pytest.mark.parametrize("port", ["abc", "4000.5", "-1", "65536"])
+async def test_a_bad_port_says_in_one_line_what_it_must_be(tmp_path: Path, port: str) -> None:
+    finished = await run_command(tmp_path, [*CLIENT_MODULE, f"--port={port}"])
+    assert finished == Finished(
+        2,
+        "",
+        f"numlog-trio-client: error: argument --port: must be a port number 0..65535, not "
+        f"{port!r} (see --help)\n",
+    )
+
+
 @pytest.mark.parametrize(
     "typed", [line("000000005") + line("terminate"), line("bad")], ids=["terminate", "invalid"]
 )

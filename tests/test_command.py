@@ -328,15 +328,39 @@ async def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[s
     assert not (tmp_path / "numbers.log").exists()
 
 
-@pytest.mark.parametrize("seconds", ["0", "-0.5", "nan", "-inf", "soon"])
-def test_idle_timeout_must_be_a_positive_number(
-    seconds: str, capsys: pytest.CaptureFixture[str]
+RULES = {
+    "--port": "a port number 0..65535",
+    "--max-clients": "a whole number, 1 or more",
+    "--report-interval": "a finite number of seconds above 0",
+    "--idle-timeout": "a finite number of seconds above 0",
+    "--sync-interval": "a finite number of seconds, 0 or more",
+}
+BAD_VALUES = [
+    pytest.param(option, value, id=f"{option}={value}")
+    for option, values in [
+        ("--port", ["abc", "", "40.5", "-1", "65536"]),
+        ("--max-clients", ["five", "1.5", "0", "-3"]),
+        ("--report-interval", ["soon", "0", "-0.5", "nan", "inf", "-inf"]),
+        ("--idle-timeout", ["soon", "0", "-0.5", "nan", "inf", "-inf"]),
+        ("--sync-interval", ["soon", "-1", "nan", "inf"]),
+    ]
+    for value in values
+]
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_VALUES)
+def test_a_bad_value_says_in_one_line_what_the_option_must_be(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The parser alone, in-process: the test above checks that path through the command.
     with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["--idle-timeout", seconds])
+        build_parser().parse_args([f"{option}={value}"])
     assert exited.value.code == 2
-    _assert_one_line_error(capsys.readouterr().err)
+    # In the user's words: no "invalid _port value", no name of a function of the code.
+    assert capsys.readouterr().err == (
+        f"numlog-trio: error: argument {option}: must be {RULES[option]}, not {value!r} "
+        "(see --help)\n"
+    )
 
 
 async def test_help_mentions_every_option(tmp_path: Path) -> None:
