@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Final, NoReturn
 
@@ -29,6 +30,30 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 4000
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
+PLATFORM_CALLS: Final = (
+    "os.writev",  # writing the log
+    "os.preadv",  # loading it (--resume)
+    "os.O_CLOEXEC",  # opening it
+    "os.O_NONBLOCK",
+    "signal.pthread_sigmask",  # catching SIGINT and SIGTERM without losing one
+    "mmap.MAP_PRIVATE",  # the dedup bitmap
+    "mmap.MAP_ANONYMOUS",
+)
+"""What the server needs of the operating system, as ``module.name``: POSIX calls and flags
+that Windows lacks. (``os.fdatasync`` is not among them: ``os.fsync`` stands in for it.)"""
+UNSUPPORTED: Final = 1
+"""Exit status on a platform that lacks some of :data:`PLATFORM_CALLS`: a start that fails."""
+
+
+def missing_calls(names: Iterable[str]) -> list[str]:
+    """Return those of ``names`` (``module.name``, as ``"os.writev"``) that this Python lacks."""
+    missing = []
+    for name in names:
+        module, _, attribute = name.partition(".")
+        if not hasattr(importlib.import_module(module), attribute):
+            missing.append(name)
+    return missing
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``numlog-trio``."""
@@ -43,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
             "bound, the log cannot be written (or, with --resume, read as a log of this "
-            "server) or the 125 MB dedup bitmap cannot be allocated; 2 for a bad option."
+            "server), the 125 MB dedup bitmap cannot be allocated or the platform is not "
+            "supported (it runs on Linux and other POSIX systems); 2 for a bad option."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -246,6 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    # Before anything that needs them (and after the options: --help and --version need none),
+    # so that Windows gets one line instead of a traceback from deep inside.
+    missing = missing_calls(PLATFORM_CALLS)
+    if missing:
+        logger.error(
+            "this platform (%s) is not supported: it lacks %s; %s runs on Linux and other "
+            "POSIX systems",
+            *(sys.platform, ", ".join(missing), PROG),
+        )
+        return UNSUPPORTED
     config = ServerConfig(
         max_clients=args.max_clients,
         report_interval=args.report_interval,

@@ -13,6 +13,8 @@ cannot be timed from outside.
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import re
 import signal
 import socket
@@ -41,7 +43,7 @@ from helpers import (
 )
 
 from numlog_trio import LogWriteError
-from numlog_trio._cli import build_parser, main
+from numlog_trio._cli import PLATFORM_CALLS, build_parser, main, missing_calls
 
 SIGNALS = pytest.mark.parametrize(
     "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
@@ -521,3 +523,68 @@ def test_faults_that_come_together_are_one_line_each_and_exit_1(
         "numlog-trio: cannot write numbers.log: Input/output error",
         "numlog-trio: cannot sync numbers.log: Input/output error",
     ]
+
+
+def _unsupported(*missing: str) -> str:
+    return (
+        f"numlog-trio: this platform ({sys.platform}) is not supported: it lacks "
+        f"{', '.join(missing)}; numlog-trio runs on Linux and other POSIX systems"
+    )
+
+
+def test_missing_calls_names_those_this_python_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert missing_calls(PLATFORM_CALLS) == []
+    monkeypatch.delattr(os, "preadv")
+    monkeypatch.delattr(mmap, "MAP_ANONYMOUS")
+    assert missing_calls(PLATFORM_CALLS) == ["os.preadv", "mmap.MAP_ANONYMOUS"]
+    assert missing_calls(["os.no_such_call", "signal.SIGTERM"]) == ["os.no_such_call"]
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [("os.writev",), ("os.writev", "os.preadv", "signal.pthread_sigmask", "mmap.MAP_ANONYMOUS")],
+    ids=["writev", "four"],
+)
+def test_an_unsupported_platform_fails_at_start_with_one_line_and_exit_1(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    missing: tuple[str, ...],
+) -> None:
+    # In process, as on a platform without these (Windows lacks them all).
+    modules = {"os": os, "signal": signal, "mmap": mmap}
+    for name in missing:
+        module, _, attribute = name.partition(".")
+        monkeypatch.delattr(modules[module], attribute)
+
+    def must_not_serve(*args: object) -> None:
+        raise AssertionError("the server started on an unsupported platform")
+
+    monkeypatch.setattr(trio, "run", must_not_serve)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # main() adds its own
+    monkeypatch.chdir(tmp_path)
+    assert main(["--port", "0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [_unsupported(*missing)]
+    assert not (tmp_path / "numbers.log").exists()
+
+
+def test_version_and_help_work_on_an_unsupported_platform_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delattr(os, "writev")
+    for option in ["--version", "--help"]:
+        with pytest.raises(SystemExit) as exited:
+            main([option])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out.startswith(("numlog-trio ", "usage: numlog-trio"))
+
+
+async def test_an_unsupported_platform_is_one_line_through_the_command_too(
+    tmp_path: Path,
+) -> None:
+    # Nothing the command imports needs os.writev: the check, not a traceback, says so.
+    code = "import os, runpy; del os.writev; runpy.run_module('numlog_trio', run_name='__main__')"
+    command = [sys.executable, "-P", "-c", code, "--host", HOST, "--port", "0"]
+    finished = await run_command(tmp_path, command)
+    assert finished == Finished(1, "", _unsupported("os.writev") + "\n")
+    assert not (tmp_path / "numbers.log").exists()
