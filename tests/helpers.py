@@ -365,6 +365,7 @@ class RunningServer(Generic[ClientT]):
         done: Set once :func:`~numlog_trio.serve` has returned.
         totals: What it returned.
         clients: The connections opened by :meth:`connect`, closed when the test ends.
+        shutdowns: How often serve called its ``on_shutdown``.
     """
 
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]
@@ -376,6 +377,7 @@ class RunningServer(Generic[ClientT]):
     done: trio.Event = attrs.Factory(trio.Event)
     totals: Totals | None = None
     clients: list[ClientT] = attrs.Factory(list)
+    shutdowns: int = 0
     _shutdown: trio.Event = attrs.Factory(trio.Event)
 
     async def connect(self) -> ClientT:
@@ -454,6 +456,9 @@ async def start_serving(
     def record(report: str) -> None:
         server.reports.append((trio.current_time() - server.started_at, report))
 
+    def count_shutdown() -> None:
+        server.shutdowns += 1
+
     async def run(task_status: trio.TaskStatus[None]) -> None:
         with writer:
             server.totals = await serve(
@@ -462,6 +467,7 @@ async def start_serving(
                 emit_report=record,
                 config=config,
                 shutdown_trigger=server._shutdown.wait,
+                on_shutdown=count_shutdown,
                 task_status=task_status,
             )
         server.done.set()
