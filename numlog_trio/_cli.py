@@ -19,6 +19,7 @@ import trio
 
 from ._errors import ListenError, ServiceError
 from ._logfile import Loaded
+from ._notify import READY, STOPPING, Notifier
 from ._options import OneLineParser, add_version, port, positive_int, positive_seconds, seconds
 from ._report import Totals
 from ._server import RECEIVE_SIZE, ServerConfig, cancel_when_triggered, logger, serve
@@ -216,8 +217,14 @@ def _describe_tail(writer: LogWriter, loaded: Loaded) -> str:
     )
 
 
+def _status(listeners: Sequence[trio.SocketListener]) -> str:
+    """Return a STATUS notification: where the server listens."""
+    addresses = (listener.socket.getsockname() for listener in listeners)
+    return "STATUS=" + ", ".join(f"listening on {host} port {port}" for host, port, *_ in addresses)
+
+
 async def _serve_until_shutdown(
-    host: str, port: int, config: ServerConfig, writer: LogWriter, resume: bool
+    host: str, port: int, config: ServerConfig, writer: LogWriter, resume: bool, notifier: Notifier
 ) -> Totals:
     # Ignored rather than default once the receiver closes (it restores what it found): a
     # second signal while the log is drained and the process exits must not kill it. Blocked
@@ -236,6 +243,7 @@ async def _serve_until_shutdown(
             started = time.perf_counter()
             loaded = await _load_unless_signalled(writer, signals)
             if loaded is None:
+                notifier.notify(STOPPING)  # a signal: shutdown begins, before it was ever ready
                 return writer.totals
             loading = time.perf_counter() - started
         listeners = await _listen(host, port)
@@ -255,12 +263,17 @@ async def _serve_until_shutdown(
                 "listening on %s port %d, writing %s%s",
                 *(bound_host, bound_port, writer.name, resumed),
             )
+        # Ready as the line says so: signals are caught, and the port accepts connections (the
+        # kernel queues them until serve accepts). A supervisor (systemd's Type=notify) may
+        # now start what needs the server.
+        notifier.notify(READY, _status(listeners))
         return await serve(
             listeners,
             writer,
             emit_report=print_report,
             config=config,
             shutdown_trigger=partial(_first_signal, signals),
+            on_shutdown=partial(notifier.notify, STOPPING),
         )
 
 
@@ -291,10 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
         # fails before anything listens.
-        with LogWriter.open(args.log_file, sync_interval=args.sync_interval) as writer:
+        with (
+            Notifier.from_environment() as notifier,
+            LogWriter.open(args.log_file, sync_interval=args.sync_interval) as writer,
+        ):
             writer.reserve_memory()
             try:
-                trio.run(_serve_until_shutdown, args.host, args.port, config, writer, args.resume)
+                trio.run(
+                    _serve_until_shutdown,
+                    *(args.host, args.port, config, writer, args.resume, notifier),
+                )
             except* ServiceError as faults:
                 # One line for each: a write and a background sync can fail together.
                 for fault in faults.exceptions:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,17 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from helpers import TIMEOUT
+from helpers import (
+    HOST,
+    QUICK,
+    TIMEOUT,
+    line,
+    lines,
+    logged,
+    numbered_lines,
+    signalled_while_loading,
+    start_server,
+)
 
 from numlog_trio._notify import READY, STOPPING, Notifier, notify_address
 
@@ -72,6 +84,16 @@ def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StandInM
         yield StandInManager(name, bound)
 
 
+UNREACHABLE = {"missing": "No such file or directory", "not-a-socket": "Connection refused"}
+"""Managers that cannot be reached: no file at the path, or a file that is not a socket."""
+
+
+def unreachable(directory: Path, kind: str) -> str:
+    """Return a ``NOTIFY_SOCKET`` in ``directory`` that names an unreachable manager."""
+    (directory / "not-a-socket").write_bytes(b"")
+    return str(directory / kind)
+
+
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
@@ -119,18 +141,16 @@ def test_without_a_manager_nothing_is_done_at_all(
     assert caplog.records == []
 
 
-@pytest.mark.parametrize("target", ["missing", "file"], ids=["missing", "not-a-socket"])
+@pytest.mark.parametrize("kind", UNREACHABLE)
 def test_a_manager_that_cannot_be_reached_is_one_warning_and_no_error(
-    tmp_path: Path, target: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "file").write_bytes(b"")
-    name = str(tmp_path / target)
+    name = unreachable(tmp_path, kind)
     with Notifier(name) as notifier:
         notifier.notify(READY)
         notifier.notify(STOPPING)  # lost too: nothing new to say
-    reason = {"missing": "No such file or directory", "file": "Connection refused"}[target]
     assert _warnings(caplog) == [
-        f"cannot notify the service manager (NOTIFY_SOCKET={name}): {reason}"
+        f"cannot notify the service manager (NOTIFY_SOCKET={name}): {UNREACHABLE[kind]}"
     ]
 
 
@@ -157,3 +177,129 @@ async def test_a_manager_that_does_not_read_never_blocks_the_sender(
         "Resource temporarily unavailable"
     ]
     assert manager.received() == [[f"STATUS={number}"] for number in range(sent)]
+
+
+# The command: READY=1 once it listens, STOPPING=1 as shutdown begins, each once.
+
+STATUS = re.compile(r"STATUS=listening on 127\.0\.0\.1 port (\d+)")
+
+
+async def test_ready_comes_once_the_port_accepts_and_stopping_once_terminate_begins_shutdown(
+    tmp_path: Path, manager: StandInManager
+) -> None:
+    notify = {"NOTIFY_SOCKET": manager.name}
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, env=notify, listening=False)
+        ready, status = await manager.receive()
+        assert ready == "READY=1"
+        match = STATUS.fullmatch(status)
+        assert match is not None, status
+        # Straight away, before anything else: the port the manager was told of accepts.
+        async with await trio.open_tcp_stream(HOST, int(match[1])) as client:
+            await client.send_all(lines(1))
+            await client.send_eof()
+            assert await server.wait_closed(client) == b""
+        await server.wait_listening()
+        assert server.port == int(match[1])
+        assert manager.received() == []  # nothing more while it serves
+        await server.send_terminate()
+        assert await manager.receive() == ["STOPPING=1"]
+        finished = await server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert manager.received() == []  # once each
+    assert "notify" not in finished.stderr
+    assert logged(tmp_path) == [line(1)]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)],
+    ids=["SIGTERM", "SIGINT"],
+)
+async def test_stopping_comes_once_as_a_signal_begins_shutdown(
+    tmp_path: Path, manager: StandInManager, first: signal.Signals, second: signal.Signals
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, env={"NOTIFY_SOCKET": manager.name})
+        assert (await manager.receive())[0] == "READY=1"
+        await server.send_and_wait_closed(lines(2))
+        server.signal(first)
+        assert await manager.receive() == ["STOPPING=1"]
+        # A second signal during the drain is ignored, and is no second shutdown.
+        await server.wait_until(lambda: "shutting down" in server.stderr, "'shutting down'")
+        server.signal(second)
+        finished = await server.finish(within=QUICK)
+    assert finished.returncode == 0, finished.stderr
+    assert manager.received() == []
+    assert logged(tmp_path) == [line(2)]
+
+
+async def test_a_signal_while_loading_is_stopping_without_ever_being_ready(
+    tmp_path: Path, manager: StandInManager
+) -> None:
+    # --resume of a log of five reads; SIGTERM in the second: it never binds the port.
+    (tmp_path / "numbers.log").write_bytes(numbered_lines(0, 500_000))
+    command = signalled_while_loading(signal.SIGTERM, at="second")
+    async with trio.open_nursery() as nursery:
+        server = await start_server(
+            nursery,
+            tmp_path,
+            "--resume",
+            command=command,
+            listening=False,
+            env={"NOTIFY_SOCKET": manager.name},
+        )
+        finished = await server.finish(within=QUICK + TIMEOUT)
+    assert finished.returncode == 0, finished.stderr
+    assert "listening" not in finished.stderr
+    assert manager.received() == [["STOPPING=1"]]
+
+
+async def test_a_server_that_cannot_listen_is_never_ready(
+    tmp_path: Path, manager: StandInManager
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            server = await start_server(
+                nursery,
+                tmp_path,
+                "--port",
+                port,
+                listening=False,
+                env={"NOTIFY_SOCKET": manager.name},
+            )
+            finished = await server.finish()
+    assert finished.returncode == 1
+    assert "cannot listen" in finished.stderr
+    assert manager.received() == []  # it exited: anything sent would be here
+
+
+@pytest.mark.parametrize("kind", UNREACHABLE)
+async def test_a_manager_that_cannot_be_reached_costs_one_warning_line_and_nothing_else(
+    tmp_path: Path, kind: str
+) -> None:
+    name = unreachable(tmp_path, kind)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, env={"NOTIFY_SOCKET": name})
+        await server.send_and_wait_closed(lines(3, 3, 4))
+        await server.send_terminate()  # its STOPPING=1 is lost too, and said no more
+        finished = await server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert [text for text in finished.stderr.splitlines() if "notify" in text] == [
+        f"numlog-trio: cannot notify the service manager (NOTIFY_SOCKET={name}): "
+        f"{UNREACHABLE[kind]}"
+    ]
+    assert logged(tmp_path) == [line(3), line(4)]
+
+
+async def test_an_empty_notify_socket_is_no_manager(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, tmp_path, env={"NOTIFY_SOCKET": ""})
+        await server.send_terminate()
+        finished = await server.finish()
+    assert finished.returncode == 0, finished.stderr
+    assert "notify" not in finished.stderr
