@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
             "bound, the log cannot be written (or, with --resume, read as a log of this "
             "server), the 125 MB dedup bitmap cannot be allocated or the platform is not "
-            "supported (it runs on Linux and other POSIX systems); 2 for a bad option."
+            "supported (it runs on Linux and other POSIX systems); 2 for a bad option. "
+            "Under systemd (Type=notify: $NOTIFY_SOCKET set) it says READY=1 once it listens "
+            "and STOPPING=1 when it begins to shut down."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
