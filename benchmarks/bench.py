@@ -1,14 +1,14 @@
 """Benchmark numlog-trio against the per-line baseline and a ceiling, in one run, on one workload.
 
 Generates the numbers once, then alternates runs of the installed ``numlog-trio`` (at its
-default sync interval, and with ``--sync-interval 0``, which syncs each write before counting
-it), with its pure-Python kernel, of ``baseline_server.py`` and of ``discard_server.py`` (the ceiling: receives and
-discards), each started fresh in its own temporary directory, pushed by the load tool and
-stopped with terminate; the logs of all but the ceiling are checked. Prints the median of
-each, each server's median as a fraction of the ceiling's and its speed-up over the baseline
-(ratios of medians). Run it as ``nox -s bench`` (or ``nox -s bench -- --numbers 100000000
---baseline-runs 0``). ``--resume-numbers N`` also times ``--resume`` on a log of N numbers
-(``resume.py`` beside this file).
+default sync interval; with ``--sync-interval 0``, which syncs each write before counting it;
+and with its pure-Python kernel), of ``baseline_server.py`` and of ``discard_server.py`` (the
+ceiling: receives and discards), each started fresh in its own temporary directory, pushed by
+the load tool and stopped with terminate; the logs of all but the ceiling are checked. Prints
+the median of each, each server's median as a fraction of the ceiling's and its speed-up over
+the baseline (ratios of medians). Run it as ``nox -s bench`` (or ``nox -s bench -- --numbers
+100000000 --baseline-runs 0``). ``--resume-numbers N`` also times ``--resume`` on a log of N
+numbers (``resume.py`` beside this file).
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ from helpers import (
     start_server,
 )
 
-from numlog_trio._cli import DEFAULT_HOST, DEFAULT_PORT, _positive_int
+from numlog_trio._cli import DEFAULT_HOST, DEFAULT_PORT
 from numlog_trio._framing import LINE_SIZE, LineFramer, Outcome
+from numlog_trio._options import positive_int
 
 PROG: Final = "benchmarks/load.py"
 NUMBER_RANGE: Final = 1_000_000_000
@@ -441,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--numbers", type=_positive_int, default=20_000_000, help="how many numbers to send"
+        "--numbers", type=positive_int, default=20_000_000, help="how many numbers to send"
     )
     parser.add_argument(
         "--duplicates",
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the numbers that repeat another one",
     )
     parser.add_argument(
-        "--clients", type=_positive_int, default=5, help="connections sending at once"
+        "--clients", type=positive_int, default=5, help="connections sending at once"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random numbers")
     parser.add_argument("--host", default=DEFAULT_HOST, help="server address (without --spawn)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import partial
 from typing import Final, NoReturn
 
@@ -19,6 +20,8 @@ import trio
 from . import _kernel
 from ._errors import ListenError, ServiceError
 from ._logfile import Loaded
+from ._notify import READY, STOPPING, Notifier
+from ._options import OneLineParser, add_version, port, positive_int, positive_seconds, seconds
 from ._report import Totals
 from ._server import RECEIVE_SIZE, ServerConfig, cancel_when_triggered, logger, serve
 from ._writer import SYNC_INTERVAL, LogWriter
@@ -29,48 +32,34 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 4000
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a bad option as one line on stderr (argparse prints the usage too)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {port}")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+PLATFORM_CALLS: Final = (
+    "os.writev",  # writing the log
+    "os.preadv",  # loading it (--resume)
+    "os.O_CLOEXEC",  # opening it
+    "os.O_NONBLOCK",
+    "signal.pthread_sigmask",  # catching SIGINT and SIGTERM without losing one
+    "mmap.MAP_PRIVATE",  # the dedup bitmap
+    "mmap.MAP_ANONYMOUS",
+)
+"""What the server needs of the operating system, as ``module.name``: POSIX calls and flags
+that Windows lacks. (``os.fdatasync`` is not among them: ``os.fsync`` stands in for it.)"""
+UNSUPPORTED: Final = 1
+"""Exit status on a platform that lacks some of :data:`PLATFORM_CALLS`: a start that fails."""
 
 
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
-    return value
+def missing_calls(names: Iterable[str]) -> list[str]:
+    """Return those of ``names`` (``module.name``, as ``"os.writev"``) that this Python lacks."""
+    missing = []
+    for name in names:
+        module, _, attribute = name.partition(".")
+        if not hasattr(importlib.import_module(module), attribute):
+            missing.append(name)
+    return missing
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``numlog-trio``."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Accept 9-digit numbers (one per line) over TCP from a few clients at a time, "
@@ -81,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Exit status: 0 after terminate, SIGINT or SIGTERM; 1 when the port cannot be "
             "bound, the log cannot be written (or, with --resume, read as a log of this "
-            "server) or the 125 MB dedup bitmap cannot be allocated; 2 for a bad option."
+            "server), the 125 MB dedup bitmap cannot be allocated or the platform is not "
+            "supported (it runs on Linux and other POSIX systems); 2 for a bad option. "
+            "Under systemd (Type=notify: $NOTIFY_SOCKET set) it says READY=1 once it listens "
+            "and STOPPING=1 when it begins to shut down."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -91,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 for all IPv4 interfaces, :: for all IPv6 ones",
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="TCP port; 0 picks a free port"
+        "--port", type=port, default=DEFAULT_PORT, help="TCP port; 0 picks a free port"
     )
     parser.add_argument(
         "--log-file",
@@ -111,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sync-interval",
-        type=_seconds,
+        type=seconds,
         default=SYNC_INTERVAL,
         metavar="SECONDS",
         help=(
@@ -121,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-clients",
-        type=_positive_int,
+        type=positive_int,
         default=_DEFAULTS.max_clients,
         help=(
             f"clients read at a time, each holding a {RECEIVE_SIZE >> 10} KiB receive buffer "
@@ -130,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--report-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=_DEFAULTS.report_interval,
         metavar="SECONDS",
         help="seconds between reports on standard output",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help=(
@@ -151,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also log each connection closed as invalid or idle",
     )
+    add_version(parser)
     return parser
 
 
@@ -227,8 +220,14 @@ def _describe_tail(writer: LogWriter, loaded: Loaded) -> str:
     )
 
 
+def _status(listeners: Sequence[trio.SocketListener]) -> str:
+    """Return a STATUS notification: where the server listens."""
+    addresses = (listener.socket.getsockname() for listener in listeners)
+    return "STATUS=" + ", ".join(f"listening on {host} port {port}" for host, port, *_ in addresses)
+
+
 async def _serve_until_shutdown(
-    host: str, port: int, config: ServerConfig, writer: LogWriter, resume: bool
+    host: str, port: int, config: ServerConfig, writer: LogWriter, resume: bool, notifier: Notifier
 ) -> Totals:
     # Ignored rather than default once the receiver closes (it restores what it found): a
     # second signal while the log is drained and the process exits must not kill it. Blocked
@@ -247,6 +246,7 @@ async def _serve_until_shutdown(
             started = time.perf_counter()
             loaded = await _load_unless_signalled(writer, signals)
             if loaded is None:
+                notifier.notify(STOPPING)  # a signal: shutdown begins, before it was ever ready
                 return writer.totals
             loading = time.perf_counter() - started
         listeners = await _listen(host, port)
@@ -269,12 +269,17 @@ async def _serve_until_shutdown(
         advice = _kernel.slower_kernel_advice()
         if advice is not None:
             logger.warning("%s", advice)
+        # Ready as the line says so: signals are caught, and the port accepts connections (the
+        # kernel queues them until serve accepts). A supervisor (systemd's Type=notify) may
+        # now start what needs the server.
+        notifier.notify(READY, _status(listeners))
         return await serve(
             listeners,
             writer,
             emit_report=print_report,
             config=config,
             shutdown_trigger=partial(_first_signal, signals),
+            on_shutdown=partial(notifier.notify, STOPPING),
         )
 
 
@@ -286,6 +291,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    # Before anything that needs them (and after the options: --help and --version need none),
+    # so that Windows gets one line instead of a traceback from deep inside.
+    missing = missing_calls(PLATFORM_CALLS)
+    if missing:
+        logger.error(
+            "this platform (%s) is not supported: it lacks %s; %s runs on Linux and other "
+            "POSIX systems",
+            *(sys.platform, ", ".join(missing), PROG),
+        )
+        return UNSUPPORTED
     config = ServerConfig(
         max_clients=args.max_clients,
         report_interval=args.report_interval,
@@ -295,10 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Opened, not yet emptied, before the event loop starts: a path that cannot be written
         # fails before anything listens.
-        with LogWriter.open(args.log_file, sync_interval=args.sync_interval) as writer:
+        with (
+            Notifier.from_environment() as notifier,
+            LogWriter.open(args.log_file, sync_interval=args.sync_interval) as writer,
+        ):
             writer.reserve_memory()
             try:
-                trio.run(_serve_until_shutdown, args.host, args.port, config, writer, args.resume)
+                trio.run(
+                    _serve_until_shutdown,
+                    *(args.host, args.port, config, writer, args.resume, notifier),
+                )
             except* ServiceError as faults:
                 # One line for each: a write and a background sync can fail together.
                 for fault in faults.exceptions:

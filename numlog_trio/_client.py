@@ -12,13 +12,14 @@ from typing import NoReturn
 import trio
 
 from ._cli import DEFAULT_HOST, DEFAULT_PORT
+from ._options import OneLineParser, add_version, port
 
 PROG = "numlog-trio-client"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the command-line parser of ``numlog-trio-client``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Send lines typed on a terminal (or read from a pipe) to a numlog-trio server, "
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="server address")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT, help="server port")
+    add_version(parser)
     return parser
 
 

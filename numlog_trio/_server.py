@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import attrs
 import trio
@@ -70,6 +70,33 @@ class ServerConfig:
     idle_timeout: float = attrs.field(default=math.inf, validator=_positive)
 
 
+class Cancellable(Protocol):
+    """What a shutdown trigger or terminate cancels: a cancel scope, or serve's shutdown."""
+
+    def cancel(self) -> None:
+        """Stop what it covers."""
+
+
+@final
+@attrs.define(eq=False)
+class _Shutdown:
+    """Ends serving and calls ``on_shutdown``, once.
+
+    Whichever asks first (a client's terminate, the trigger) begins the shutdown; later asks
+    change nothing.
+    """
+
+    _serving: trio.CancelScope
+    _on_shutdown: Callable[[], object] | None = None
+
+    def cancel(self) -> None:
+        if self._serving.cancel_called:
+            return
+        self._serving.cancel()
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+
+
 @final
 @attrs.define(eq=False)
 class _ClientHandler:
@@ -78,7 +105,7 @@ class _ClientHandler:
     _limiter: trio.CapacityLimiter
     _batches: trio.MemorySendChannel[Batch]
     _buffers: ReceiveBuffers
-    _serving: trio.CancelScope
+    _serving: Cancellable
     _idle_timeout: float = math.inf
 
     async def __call__(self, stream: trio.abc.ReceiveStream) -> None:
@@ -127,7 +154,7 @@ class _ClientHandler:
 
 
 async def cancel_when_triggered(
-    shutdown_trigger: Callable[[], Awaitable[object]], serving: trio.CancelScope
+    shutdown_trigger: Callable[[], Awaitable[object]], serving: Cancellable
 ) -> None:
     """Cancel ``serving`` once ``shutdown_trigger`` returns."""
     await shutdown_trigger()
@@ -141,6 +168,7 @@ async def serve(
     emit_report: Callable[[str], None],
     config: ServerConfig = ServerConfig(),
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    on_shutdown: Callable[[], object] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> Totals:
     """Serve clients on the listeners until one sends terminate or the trigger fires.
@@ -156,6 +184,11 @@ async def serve(
         config: How clients are treated, and how often the report is due.
         shutdown_trigger: Awaited while serving; serving stops when it returns, as it does
             when a client sends terminate. None: only terminate stops the server.
+        on_shutdown: Called once when shutdown begins, whichever began it (a client's
+            terminate or the trigger), before the clients are disconnected and the writer
+            drains: where a command tells its supervisor that it is stopping. Not called when
+            a fault stops the server. It runs in the event loop: it must return at once, and
+            not raise.
         task_status: Told once the listeners are accepting clients.
 
     Returns:
@@ -173,11 +206,12 @@ async def serve(
         async with trio.open_nursery() as writing:
             writing.start_soon(writer.run, receive_batches)
             async with send_batches, trio.open_nursery() as serving:
+                shutdown = _Shutdown(serving.cancel_scope, on_shutdown)
                 handler = _ClientHandler(
                     trio.CapacityLimiter(config.max_clients),
                     send_batches,
                     buffers,
-                    serving.cancel_scope,
+                    shutdown,
                     config.idle_timeout,
                 )
                 await serving.start(trio.serve_listeners, handler, list(listeners))
@@ -185,8 +219,6 @@ async def serve(
                     report_periodically, config.report_interval, lambda: writer.totals, emit_report
                 )
                 if shutdown_trigger is not None:
-                    serving.start_soon(
-                        cancel_when_triggered, shutdown_trigger, serving.cancel_scope
-                    )
+                    serving.start_soon(cancel_when_triggered, shutdown_trigger, shutdown)
                 task_status.started()
     return writer.totals

@@ -11,7 +11,9 @@ Rules for every test (stated here once; each test module says which way it runs 
 - As a command: the installed ``numlog-trio`` in a subprocess (:func:`start_server`, on
   ``trio.run_process``), on 127.0.0.1 with ``--port 0``, its port read back from its
   "listening" line, its working directory the test's ``tmp_path``. Each test waits, within
-  a bound, for its server to exit; a test that fails first kills it.
+  a bound, for its server to exit; a test that fails first kills it. Commands never inherit
+  a ``NOTIFY_SOCKET`` (a test run under systemd must not notify it); a test that checks the
+  notifications gives one of its own.
 
 ``benchmarks/load.py`` starts its servers with :func:`start_server` too, where only the ``load``
 extra is installed: this module imports neither pytest nor hypothesis.
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar, Final, Generic, ParamSpec, TypeVar
@@ -380,6 +382,7 @@ class RunningServer(Generic[ClientT]):
         done: Set once :func:`~numlog_trio.serve` has returned.
         totals: What it returned.
         clients: The connections opened by :meth:`connect`, closed when the test ends.
+        shutdowns: How often serve called its ``on_shutdown``.
     """
 
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]
@@ -391,6 +394,7 @@ class RunningServer(Generic[ClientT]):
     done: trio.Event = attrs.Factory(trio.Event)
     totals: Totals | None = None
     clients: list[ClientT] = attrs.Factory(list)
+    shutdowns: int = 0
     _shutdown: trio.Event = attrs.Factory(trio.Event)
 
     async def connect(self) -> ClientT:
@@ -469,6 +473,9 @@ async def start_serving(
     def record(report: str) -> None:
         server.reports.append((trio.current_time() - server.started_at, report))
 
+    def count_shutdown() -> None:
+        server.shutdowns += 1
+
     async def run(task_status: trio.TaskStatus[None]) -> None:
         with writer:
             server.totals = await serve(
@@ -477,6 +484,7 @@ async def start_serving(
                 emit_report=record,
                 config=config,
                 shutdown_trigger=server._shutdown.wait,
+                on_shutdown=count_shutdown,
                 task_status=task_status,
             )
         server.done.set()
@@ -590,6 +598,48 @@ def signalled_server(signum: signal.Signals, *, at: str) -> tuple[str, ...]:
         "-c",
         code + "runpy.run_module('numlog_trio', run_name='__main__')",
     )
+
+
+_SIGNAL_WHILE_LOADING: Final = """
+import logging, os, runpy, signal, threading, time
+SIGNUM, AT = {signum}, {at!r}
+told = threading.Event()
+class Told(logging.Handler):
+    def emit(self, record):
+        if "shutting down" in record.getMessage():
+            told.set()
+logging.getLogger("numlog_trio").addHandler(Told())
+real_preadv = os.preadv
+reads, ends = [], []
+def preadv(fd, buffers, offset):
+    reads.append(fd)
+    received = real_preadv(fd, buffers, offset)
+    ends.extend([fd] if received == 0 else [])
+    # The second read of all, or the very last one (the tail's, at the end of the file).
+    if (AT == "second" and len(reads) == 2) or (AT == "last" and len(ends) == 2):
+        signal.raise_signal(SIGNUM)
+        # Until the server has taken the signal in: then the load must stop, not go on.
+        assert told.wait(10)
+        time.sleep(0.2)
+    return received
+os.preadv = preadv
+runpy.run_module("numlog_trio", run_name="__main__")
+"""
+
+
+def signalled_while_loading(signum: signal.Signals, *, at: str) -> tuple[str, ...]:
+    """Return a server command that gets ``signum`` while it loads its log (``--resume``).
+
+    The signal is raised from within a read of the log, and that read returns only once the
+    server has taken the signal in (said it shuts down), so the load must then stop, no race.
+
+    Args:
+        signum: The signal.
+        at: ``"second"``: in the second read of all; ``"last"``: in the very last (the tail's,
+            at the end of the file), when the load is done but for its end.
+    """
+    code = _SIGNAL_WHILE_LOADING.format(signum=int(signum), at=at)
+    return (sys.executable, "-P", "-c", code)
 
 
 @attrs.frozen
@@ -824,12 +874,15 @@ async def _start(
     command: Sequence[str],
     directory: Path,
     stdin: int | bytes,
+    env: Mapping[str, str] | None = None,
 ) -> trio.Process:
+    inherited = {name: value for name, value in os.environ.items() if name != "NOTIFY_SOCKET"}
     process: trio.Process = await nursery.start(
         functools.partial(
             trio.run_process,
             command,
             cwd=directory,
+            env=inherited | dict(env or {}),
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -847,6 +900,7 @@ async def start_server(
     *options: str,
     command: Sequence[str] = SERVER_MODULE,
     listening: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> ServerProcess:
     """Start the server on a free port of 127.0.0.1 in ``directory``.
 
@@ -861,9 +915,10 @@ async def start_server(
             so they may override both, and a server never listens on the default port.
         command: How to run the server command.
         listening: Wait until the server says it listens (and read its port).
+        env: Environment variables to set for the server, beside those it inherits.
     """
     args = [*command, "--host", HOST, "--port", "0", *options]
-    process = await _start(nursery, args, directory, subprocess.DEVNULL)
+    process = await _start(nursery, args, directory, subprocess.DEVNULL, env)
     server = ServerProcess(process, directory)
     server._start_reading(nursery)
     if listening:
@@ -895,6 +950,16 @@ async def start_client(
     client = ClientProcess(process, directory)
     client._start_reading(nursery)
     return client
+
+
+async def run_command(directory: Path, command: Sequence[str]) -> Finished:
+    """Run any command that exits by itself (``--version``), in ``directory``, until it exits."""
+    async with trio.open_nursery() as nursery:
+        process = CommandProcess(
+            await _start(nursery, command, directory, subprocess.DEVNULL), directory
+        )
+        process._start_reading(nursery)
+        return await process.finish()
 
 
 async def run_server(directory: Path, *options: str) -> Finished:

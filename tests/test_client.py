@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,13 @@ from helpers import (
     HOST,
     NL,
     QUICK,
+    Finished,
     console_script,
     line,
     lines,
     logged,
     run_client,
+    run_command,
     start_client,
     start_server,
 )
@@ -85,6 +88,11 @@ async def test_terminate_through_the_client_shuts_the_server_down(tmp_path: Path
     assert logged(tmp_path) == [line("000000004")]
 
 
+async def test_version_is_the_installed_package_s(tmp_path: Path) -> None:
+    finished = await run_command(tmp_path, [console_script("numlog-trio-client"), "--version"])
+    assert finished == Finished(0, f"numlog-trio-client {version('numlog-trio')}\n", "")
+
+
 async def test_console_script_client_sends_lines(tmp_path: Path) -> None:
     command = [console_script("numlog-trio-client")]
     async with trio.open_nursery() as nursery:
@@ -107,6 +115,17 @@ async def test_client_without_server_fails_with_one_line(tmp_path: Path) -> None
     assert len(client.stderr.splitlines()) == 1, client.stderr
     assert "cannot connect" in client.stderr
     assert "Traceback" not in client.stderr
+
+
+@pytest.mark.parametrize("port", ["abc", "4000.5", "-1", "65536"])
+async def test_a_bad_port_says_in_one_line_what_it_must_be(tmp_path: Path, port: str) -> None:
+    finished = await run_command(tmp_path, [*CLIENT_MODULE, f"--port={port}"])
+    assert finished == Finished(
+        2,
+        "",
+        f"numlog-trio-client: error: argument --port: must be a port number 0..65535, not "
+        f"{port!r} (see --help)\n",
+    )
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,14 @@ cannot be timed from outside.
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import re
 import signal
 import socket
 import sys
 from contextlib import AsyncExitStack
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ import trio
 from helpers import (
     HOST,
     QUICK,
+    Finished,
     after_start,
     console_script,
     limited_server,
@@ -32,6 +36,7 @@ from helpers import (
     lines,
     logged,
     report_counts,
+    run_command,
     run_server,
     signalled_server,
     start_server,
@@ -39,7 +44,7 @@ from helpers import (
 )
 
 from numlog_trio import LogWriteError
-from numlog_trio._cli import build_parser, main
+from numlog_trio._cli import PLATFORM_CALLS, build_parser, main, missing_calls
 
 SIGNALS = pytest.mark.parametrize(
     "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
@@ -326,15 +331,39 @@ async def test_bad_option_exits_2_with_one_line(tmp_path: Path, options: tuple[s
     assert not (tmp_path / "numbers.log").exists()
 
 
-@pytest.mark.parametrize("seconds", ["0", "-0.5", "nan", "-inf", "soon"])
-def test_idle_timeout_must_be_a_positive_number(
-    seconds: str, capsys: pytest.CaptureFixture[str]
+RULES = {
+    "--port": "a port number 0..65535",
+    "--max-clients": "a whole number, 1 or more",
+    "--report-interval": "a finite number of seconds above 0",
+    "--idle-timeout": "a finite number of seconds above 0",
+    "--sync-interval": "a finite number of seconds, 0 or more",
+}
+BAD_VALUES = [
+    pytest.param(option, value, id=f"{option}={value}")
+    for option, values in [
+        ("--port", ["abc", "", "40.5", "-1", "65536"]),
+        ("--max-clients", ["five", "1.5", "0", "-3"]),
+        ("--report-interval", ["soon", "0", "-0.5", "nan", "inf", "-inf"]),
+        ("--idle-timeout", ["soon", "0", "-0.5", "nan", "inf", "-inf"]),
+        ("--sync-interval", ["soon", "-1", "nan", "inf"]),
+    ]
+    for value in values
+]
+
+
+@pytest.mark.parametrize(("option", "value"), BAD_VALUES)
+def test_a_bad_value_says_in_one_line_what_the_option_must_be(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The parser alone, in-process: the test above checks that path through the command.
     with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["--idle-timeout", seconds])
+        build_parser().parse_args([f"{option}={value}"])
     assert exited.value.code == 2
-    _assert_one_line_error(capsys.readouterr().err)
+    # In the user's words: no "invalid _port value", no name of a function of the code.
+    assert capsys.readouterr().err == (
+        f"numlog-trio: error: argument {option}: must be {RULES[option]}, not {value!r} "
+        "(see --help)\n"
+    )
 
 
 async def test_help_mentions_every_option(tmp_path: Path) -> None:
@@ -346,6 +375,11 @@ async def test_help_mentions_every_option(tmp_path: Path) -> None:
         assert option in finished.stdout
     assert "-v, --verbose" in finished.stdout
     assert not (tmp_path / "numbers.log").exists()
+
+
+async def test_version_is_the_installed_package_s(tmp_path: Path) -> None:
+    finished = await run_command(tmp_path, [console_script("numlog-trio"), "--version"])
+    assert finished == Finished(0, f"numlog-trio {version('numlog-trio')}\n", "")
 
 
 async def test_console_script_serves_and_terminates(tmp_path: Path) -> None:
@@ -490,3 +524,68 @@ def test_faults_that_come_together_are_one_line_each_and_exit_1(
         "numlog-trio: cannot write numbers.log: Input/output error",
         "numlog-trio: cannot sync numbers.log: Input/output error",
     ]
+
+
+def _unsupported(*missing: str) -> str:
+    return (
+        f"numlog-trio: this platform ({sys.platform}) is not supported: it lacks "
+        f"{', '.join(missing)}; numlog-trio runs on Linux and other POSIX systems"
+    )
+
+
+def test_missing_calls_names_those_this_python_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert missing_calls(PLATFORM_CALLS) == []
+    monkeypatch.delattr(os, "preadv")
+    monkeypatch.delattr(mmap, "MAP_ANONYMOUS")
+    assert missing_calls(PLATFORM_CALLS) == ["os.preadv", "mmap.MAP_ANONYMOUS"]
+    assert missing_calls(["os.no_such_call", "signal.SIGTERM"]) == ["os.no_such_call"]
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [("os.writev",), ("os.writev", "os.preadv", "signal.pthread_sigmask", "mmap.MAP_ANONYMOUS")],
+    ids=["writev", "four"],
+)
+def test_an_unsupported_platform_fails_at_start_with_one_line_and_exit_1(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    missing: tuple[str, ...],
+) -> None:
+    # In process, as on a platform without these (Windows lacks them all).
+    modules = {"os": os, "signal": signal, "mmap": mmap}
+    for name in missing:
+        module, _, attribute = name.partition(".")
+        monkeypatch.delattr(modules[module], attribute)
+
+    def must_not_serve(*args: object) -> None:
+        raise AssertionError("the server started on an unsupported platform")
+
+    monkeypatch.setattr(trio, "run", must_not_serve)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # main() adds its own
+    monkeypatch.chdir(tmp_path)
+    assert main(["--port", "0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [_unsupported(*missing)]
+    assert not (tmp_path / "numbers.log").exists()
+
+
+def test_version_and_help_work_on_an_unsupported_platform_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delattr(os, "writev")
+    for option in ["--version", "--help"]:
+        with pytest.raises(SystemExit) as exited:
+            main([option])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out.startswith(("numlog-trio ", "usage: numlog-trio"))
+
+
+async def test_an_unsupported_platform_is_one_line_through_the_command_too(
+    tmp_path: Path,
+) -> None:
+    # Nothing the command imports needs os.writev: the check, not a traceback, says so.
+    code = "import os, runpy; del os.writev; runpy.run_module('numlog_trio', run_name='__main__')"
+    command = [sys.executable, "-P", "-c", code, "--host", HOST, "--port", "0"]
+    finished = await run_command(tmp_path, command)
+    assert finished == Finished(1, "", _unsupported("os.writev") + "\n")
+    assert not (tmp_path / "numbers.log").exists()

@@ -28,6 +28,7 @@ from helpers import (
     numbered_lines,
     report_counts,
     run_server,
+    signalled_while_loading,
     start_server,
     sums,
 )
@@ -275,33 +276,6 @@ async def test_resume_with_the_port_taken_leaves_a_torn_log_as_it_was(tmp_path: 
     assert (tmp_path / "numbers.log").read_bytes() == content
 
 
-_SIGNAL_WHILE_LOADING: Final = """
-import logging, os, runpy, signal, threading, time
-SIGNUM, AT = {signum}, {at!r}
-told = threading.Event()
-class Told(logging.Handler):
-    def emit(self, record):
-        if "shutting down" in record.getMessage():
-            told.set()
-logging.getLogger("numlog_trio").addHandler(Told())
-real_preadv = os.preadv
-reads, ends = [], []
-def preadv(fd, buffers, offset):
-    reads.append(fd)
-    received = real_preadv(fd, buffers, offset)
-    ends.extend([fd] if received == 0 else [])
-    # The second read of all, or the very last one (the tail's, at the end of the file).
-    if (AT == "second" and len(reads) == 2) or (AT == "last" and len(ends) == 2):
-        signal.raise_signal(SIGNUM)
-        # Until the server has taken the signal in: then the load must stop, not go on.
-        assert told.wait(10)
-        time.sleep(0.2)
-    return received
-os.preadv = preadv
-runpy.run_module("numlog_trio", run_name="__main__")
-"""
-
-
 @SIGNALS
 @pytest.mark.parametrize("at", ["second", "last"], ids=["second-read", "last-read"])
 async def test_a_signal_while_loading_stops_promptly_and_leaves_the_log_as_it_was(
@@ -311,8 +285,7 @@ async def test_a_signal_while_loading_stops_promptly_and_leaves_the_log_as_it_wa
     # last read finds the load done: it must still stop the server before it listens.
     content = numbered_lines(0, 500_000) + b"12345"
     (tmp_path / "numbers.log").write_bytes(content)
-    code = _SIGNAL_WHILE_LOADING.format(signum=int(signum), at=at)
-    command = (sys.executable, "-P", "-c", code)
+    command = signalled_while_loading(signum, at=at)
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery, tmp_path, "--resume", command=command, listening=False)
         finished = await server.finish(within=QUICK + 10)

@@ -33,6 +33,7 @@ from helpers import (
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 from numlog_trio import LogWriteError, LogWriter, ServerConfig, Totals, serve
+from numlog_trio._server import _Shutdown
 
 
 @fail_after(TEST_TIMEOUT)
@@ -191,6 +192,37 @@ async def test_serve_returns_when_triggered_once_every_number_handed_over_is_log
     assert sorted(server.logged()) == sorted(b"".join(sent).splitlines(keepends=True))
     for client in server.clients:
         assert await is_closed_by_server(client)
+
+
+@fail_after(TEST_TIMEOUT)
+@pytest.mark.parametrize("by", ["terminate", "trigger"])
+async def test_on_shutdown_is_called_once_as_shutdown_begins(
+    server: RunningServer[MemoryClient], autojump_clock: MockClock, by: str
+) -> None:
+    served = await server.connect()
+    await served.send_all(lines(1))
+    await server.wait_until_logged(1)
+    await wait_all_tasks_blocked()
+    assert server.shutdowns == 0
+    if by == "terminate":
+        await (await server.connect()).send_all(line("terminate"))
+    else:
+        server.stop()
+    assert await is_closed_by_server(served)
+    assert server.shutdowns == 1  # by the time the clients are disconnected
+    await server.wait_until_stopped()
+    assert server.shutdowns == 1
+
+
+async def test_a_shutdown_asked_for_twice_begins_once() -> None:
+    # A client's terminate and the trigger, in the same turn of the event loop.
+    begun: list[str] = []
+    serving = trio.CancelScope()
+    shutdown = _Shutdown(serving, lambda: begun.append("stopping"))
+    shutdown.cancel()
+    shutdown.cancel()
+    assert serving.cancel_called
+    assert begun == ["stopping"]
 
 
 @fail_after(TEST_TIMEOUT)
