@@ -17,9 +17,12 @@ receive buffers. Two checks follow:
   first sightings must then leave the bitmap all zero. The 125 MB bitmap is one anonymous mmap
   for the run; the bytes an input touched are cleared after it, so each input starts afresh.
 
-Coverage guidance sees only Python: the reference model and ``numlog_trio``'s Python modules
-are instrumented, but the compiled kernel (``numlog_trio._kernel``, Cython) cannot be, so it is
-driven and checked here without its branches guiding the fuzzer.
+It drives the kernel that ``numlog_trio._kernel`` chooses: the compiled one, or with
+``NUMLOG_TRIO_NO_EXTENSIONS=1`` (``NUMLOG_TRIO_NO_EXTENSIONS=1 nox -s fuzz``) its pure-Python
+twin; it says which at start. Coverage guidance sees only Python: the reference model and
+``numlog_trio``'s Python modules, the pure-Python kernel included, are instrumented, but the
+compiled kernel (Cython) cannot be, so it is driven and checked without its branches guiding
+the fuzzer.
 
 Arguments are libFuzzer's, for example ``-max_total_time=60``, ``-runs=100000`` or a corpus
 directory. A disagreement raises AssertionError: atheris prints the input and writes it to a
@@ -129,6 +132,7 @@ def test_one_input(data: bytes) -> None:
 
 def main() -> None:
     """Fuzz until libFuzzer's options (``sys.argv``) say to stop."""
+    print(f"fuzz_framing: driving the {_kernel.NAME} kernel", file=sys.stderr, flush=True)
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 
