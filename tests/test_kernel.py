@@ -540,7 +540,14 @@ def test_a_bitmap_too_small_is_refused(kernel: Kernel, size: int) -> None:
 
 # Lines that are not numbers and that the kernel's parse puts outside 0..999999999. (Not every
 # non-number line does: see the report on b"abcdefghi\n".)
-OUT_OF_RANGE: Final = (b"\xff" * 9 + b"\n", b":::::::::\n", b"/////////\n", b"99999999:\n")
+OUT_OF_RANGE: Final = (
+    b"\xff" * 9 + b"\n",
+    b":::::::::\n",
+    b"/////////\n",
+    b"99999999:\n",
+    # Its parse is 0 * 10 + ("/" - "0"): -1, which is 4,294,967,295 as the 32 bits it is.
+    b"00000000/\n",
+)
 
 
 @pytest.mark.parametrize("bad", OUT_OF_RANGE)
