@@ -3,14 +3,6 @@
 The public names are re-exported here; the modules behind them are private.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    # Defined once, in pyproject.toml; the installed package's metadata carries it.
-    __version__ = version("numlog-trio")
-except PackageNotFoundError:  # a copy of the source tree that was never installed
-    __version__ = "unknown"
-
 from ._dedup import SeenNumbers as SeenNumbers
 from ._errors import ListenError as ListenError
 from ._errors import LogOpenError as LogOpenError

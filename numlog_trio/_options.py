@@ -11,8 +11,6 @@ import math
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from . import __version__
-
 T = TypeVar("T")
 
 
@@ -23,12 +21,40 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def package_version() -> str:
+    """The installed package's version: defined once, in pyproject.toml, read from the metadata.
+
+    Read only when asked for: importing ``importlib.metadata`` costs every start some 30 ms and
+    2 MiB of memory.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("numlog-trio")
+    except PackageNotFoundError:  # a copy of the source tree that was never installed
+        return "unknown"
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``: print the program's name and the package's version, and exit 0."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        print(f"{parser.prog} {package_version()}")  # on standard output, as argparse's own
+        parser.exit(0)
+
+
 def add_version(parser: argparse.ArgumentParser) -> None:
     """Give the parser ``--version``: print the program's name and version, and exit 0."""
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"%(prog)s {__version__}",
+        action=_PrintVersion,
+        nargs=0,
         help="print the program's name and version, and exit",
     )
 
