@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
             "server), the 125 MB dedup bitmap cannot be allocated or the platform is not "
             "supported (it runs on Linux and other POSIX systems); 2 for a bad option. "
             "Under systemd (Type=notify: $NOTIFY_SOCKET set) it says READY=1 once it listens "
-            "and STOPPING=1 when it begins to shut down."
+            "and STOPPING=1 when it begins to shut down. It runs its compiled kernel, or "
+            "where that could not be built (or NUMLOG_TRIO_NO_EXTENSIONS=1 is set) a "
+            "pure-Python one, about 20 times slower; the listening line says which."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

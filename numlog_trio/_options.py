@@ -55,6 +55,7 @@ def add_version(parser: argparse.ArgumentParser) -> None:
         "--version",
         action=_PrintVersion,
         nargs=0,
+        default=argparse.SUPPRESS,
         help="print the program's name and version, and exit",
     )
 
