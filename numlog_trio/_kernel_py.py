@@ -55,7 +55,9 @@ _TERMINATE: Final = b"terminate\n"
 _DIGITS: Final = b"0123456789"
 _NUMBER_LINES: Final = re.compile(rb"(?:[0-9]{9}\n)*+")
 _CHUNK_SIZE: Final = 512 * LINE_SIZE
-"""How many bytes of lines :func:`select_new` splits at a time (bounds the objects it makes)."""
+"""How many bytes of lines are copied out of a buffer, then split and parsed, at a time: it
+bounds the objects made from them, and a chunk's bitmap bytes stay in cache between the pass
+that reads them and the loop that sets them."""
 _WORD: Final = (1 << 64) - 1
 _ZEROS: Final = 0x3030303030303030
 
