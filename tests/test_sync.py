@@ -244,8 +244,15 @@ async def test_a_write_during_a_sync_is_synced_by_the_next(
                 await send.send(batch(2))
                 written_at = await wait_counted(writer, 2)
                 release.set()
-                # In small steps: a long sleep could let the clock jump past the deadline
-                # before the held sync's thread has reported back.
+                # No virtual time may pass until the writer has the held sync back (its
+                # thread returns in real time), or the clock could jump past the second
+                # sync's deadline meanwhile: this task stays runnable until the thread's
+                # token is returned, then waits for the writer to block on that deadline.
+                limiter = trio.to_thread.current_default_thread_limiter()
+                with real_time_limit(TIMEOUT):
+                    while limiter.statistics().borrowed_tokens:
+                        await trio.lowlevel.checkpoint()
+                await trio.testing.wait_all_tasks_blocked()
                 with real_time_limit(TIMEOUT):
                     while len(syncs.done) < 2:  # noqa: ASYNC110 (a thread syncs)
                         await trio.sleep(0.01)
