@@ -1,7 +1,7 @@
 """The kernel that runs: the compiled one (``_kernel_c``) where it was built, else its twin.
 
 Both implement the same functions with the same results and errors (``_kernel_c.pyx``, Cython,
-and ``_kernel_py.py``, pure Python, some 25 times slower); the rest of the package calls them
+and ``_kernel_py.py``, pure Python, about 20 times slower); the rest of the package calls them
 through this module. ``NUMLOG_TRIO_NO_EXTENSIONS`` set to anything but ``""`` or ``0`` chooses
 the pure-Python one even where the compiled one is installed (and, at install, skips building
 it). The constants are the same in both, so they come from the pure-Python module either way.
@@ -39,18 +39,23 @@ if os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"):
     PURE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"
     _HOW_TO_COMPILE = f"unset {NO_EXTENSIONS_VARIABLE} (and reinstall, if it was set then too)"
 else:
-    try:
-        from ._kernel_c import frame, mark_new, select_new, unmark
-
-        PURE_REASON = None
-    except ImportError:
-        from ._kernel_py import frame, mark_new, select_new, unmark
-
-        PURE_REASON = "the compiled one is not installed: it could not be built"
     _HOW_TO_COMPILE = (
         "install a C compiler and the Python headers (for example 'apt install gcc "
         "python3-dev') and reinstall numlog-trio"
     )
+    try:
+        from ._kernel_c import frame, mark_new, select_new, unmark
+
+        PURE_REASON = None
+    except ModuleNotFoundError:
+        from ._kernel_py import frame, mark_new, select_new, unmark
+
+        PURE_REASON = "the compiled one is not installed: it could not be built"
+    except ImportError as error:  # there, but not loadable: built for another interpreter?
+        from ._kernel_py import frame, mark_new, select_new, unmark
+
+        PURE_REASON = f"the compiled one is installed but cannot be loaded ({error})"
+        _HOW_TO_COMPILE = "reinstall numlog-trio with the Python that runs it"
 
 COMPILED: Final = PURE_REASON is None
 """Whether the compiled kernel runs."""

@@ -92,6 +92,23 @@ def test_a_compiled_kernel_that_cannot_be_imported_leaves_the_pure_one() -> None
     assert "reinstall" in advice
 
 
+_UNLOADABLE = """
+class Unloadable:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numlog_trio._kernel_c":
+            raise ImportError("undefined symbol: PyFoo")
+sys.meta_path.insert(0, Unloadable())
+"""
+
+
+def test_a_compiled_kernel_that_cannot_be_loaded_says_why() -> None:
+    # As one built for another interpreter: it is there, and importing it fails.
+    name, pure, advice = chosen(None, before=_UNLOADABLE)
+    assert (name, pure) == ("pure-Python", True)
+    assert "installed but cannot be loaded (undefined symbol: PyFoo)" in advice
+    assert "reinstall numlog-trio with the Python that runs it" in advice
+
+
 @pytest.mark.parametrize("variable", ["", "1"])
 async def test_the_start_says_which_kernel_runs(tmp_path: Path, variable: str) -> None:
     name, _, advice = chosen(variable)
