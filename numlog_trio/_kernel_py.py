@@ -20,10 +20,10 @@ mistake comes out the same here, lines that are not all number lines are parsed 
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from itertools import repeat
-from operator import itemgetter, rshift
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _view(buffer: Buffer) -> memoryview:
     view = memoryview(buffer)
     if view.ndim != 1:
         raise ValueError(f"Buffer has wrong number of dimensions (expected 1, got {view.ndim})")
-    if view.format.lstrip("@=<>!") not in ("B", "c"):
+    if view.format.lstrip("@=<>!") not in ("B", "c", "?"):
         raise ValueError(f"Buffer dtype mismatch, expected 'uint8_t' but got {view.format!r}")
     if not view.c_contiguous:
         raise BufferError("memoryview: underlying buffer is not C-contiguous")
@@ -81,11 +81,17 @@ def _writable(buffer: Buffer) -> memoryview:
     return view
 
 
-def _bitmap_view(bitmap: Buffer) -> memoryview:
-    bits = _writable(bitmap)
+def _check_bitmap(bits: memoryview) -> None:
     if len(bits) < BITMAP_BYTES:
         raise ValueError(f"the bitmap has {len(bits)} bytes; it needs {BITMAP_BYTES}")
-    return bits
+
+
+def _ssize(value: int) -> int:
+    """``value`` as a C ``Py_ssize_t`` argument takes it: an integer, within 64 bits."""
+    value = operator.index(value)
+    if not -(1 << 63) <= value < 1 << 63:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return value
 
 
 def _check_whole_lines(size: int) -> None:
@@ -141,12 +147,10 @@ def frame(carried: Buffer, data: Buffer) -> tuple[bytes | None, int, int, int, b
         :data:`TERMINATE`; ``carry`` is the unfinished line to carry into the next buffer
         (empty unless the outcome is :data:`MORE`).
     """
-    held_bytes = _view(carried).tobytes()
-    held = len(held_bytes)
+    held_bytes, view = _view(carried).tobytes(), _view(data)
+    held, size = len(held_bytes), len(view)
     if held >= LINE_SIZE:
         raise ValueError(f"the carried line holds {held} bytes; a line is {LINE_SIZE}")
-    view = _view(data)
-    size = len(view)
     head = None
     start = 0
     if held:
@@ -195,8 +199,8 @@ def _split_lines(data: bytes) -> list[bytes]:
 def _overlaps_badly(source: memoryview, target: memoryview, at: int, size: int) -> bool:
     """Whether ``target[at:]`` overlaps ``source`` other than starting where it starts.
 
-    The compiled kernel would copy lines over lines not read yet. Both are writable views of
-    one object: the address of a read-only view can't be taken.
+    The compiled kernel refuses that: it would copy lines over lines not read yet. Both views
+    must be writable (Python takes the address of a writable buffer only).
     """
     try:
         import ctypes
@@ -235,22 +239,25 @@ def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int
         ValueError: A buffer has the wrong size, ``out`` overlaps ``lines`` other than at
             their start, or a line parses to a value outside 0..999,999,999 (lines are not
             validated here: the range check only keeps a caller's mistake inside the bitmap).
-            Nothing is marked or copied.
+            Nothing is marked or copied. (An overlap is seen where ``lines`` is writable, as
+            every caller's is; read-only lines are all read first, so that any out is safe.)
     """
-    bits = _bitmap_view(bitmap)
-    source = _view(lines)
+    # The arguments are taken, then checked, in the compiled kernel's order: so are its errors.
+    bits, source, target, at = _writable(bitmap), _view(lines), _writable(out), _ssize(at)
     size = len(source)
+    _check_bitmap(bits)
     _check_whole_lines(size)
-    target = _writable(out)
     if at < 0 or len(target) - at < size:
         raise ValueError(f"out has no room for {size} bytes at offset {at}")
     if size == 0:
         return at, 0
-    if source.obj is target.obj:
-        if not source.readonly and _overlaps_badly(source, target, at, size):
+    if not source.readonly:
+        if _overlaps_badly(source, target, at, size):
             raise ValueError("out overlaps lines without starting where they start")
-        if source.readonly:  # where it starts can't be seen: read all before writing
-            source = memoryview(source.tobytes())
+    elif not isinstance(source.obj, bytes):
+        # A read-only view of memory that may be writable, out's too: where it starts can't
+        # be seen, so all of it is read before anything is written, and any out will do.
+        source = memoryview(source.tobytes())
     if _number_lines_end(source, 0, size) < size:
         return _select_from_any_lines(bits, source.tobytes(), target, at)
     # A chunk's first sightings are written only after it was read, at or before where it was.
@@ -289,7 +296,7 @@ def _touch(bits: memoryview, numbers: list[int]) -> None:
     tests and sets them finds them in cache (in that loop alone, 295 against 365 ns a number).
     """
     if numbers:
-        itemgetter(*map(rshift, numbers, repeat(3)))(bits)
+        operator.itemgetter(*map(operator.rshift, numbers, repeat(3)))(bits)
 
 
 def _test_and_set(bits: memoryview, lines: list[bytes], numbers: list[int]) -> list[bytes]:
@@ -315,8 +322,8 @@ def unmark(bitmap: Buffer, lines: Buffer) -> None:
         lines: The first sightings it copied out, which were all unmarked before. A line
             that parses outside the range is skipped.
     """
-    bits = _bitmap_view(bitmap)
-    source = _view(lines)
+    bits, source = _writable(bitmap), _view(lines)
+    _check_bitmap(bits)
     _check_whole_lines(len(source))
     for _, chunk in _chunks(source, 0, len(source)):
         if _all_number_lines(chunk):
@@ -351,9 +358,9 @@ def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
         ValueError: The bitmap is too short, or ``lines`` are not whole lines. Nothing is
             marked.
     """
-    bits = _bitmap_view(bitmap)
-    source = _view(lines)
+    bits, source = _writable(bitmap), _view(lines)
     size = len(source)
+    _check_bitmap(bits)
     _check_whole_lines(size)
     valid = _number_lines_end(source, 0, size)
     for offset, chunk in _chunks(source, 0, valid):

@@ -42,11 +42,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernels import Kernel
 
-from numlog_trio import Outcome, _kernel
+from numlog_trio import Outcome, _kernel, _kernel_py
 from numlog_trio._server import RECEIVE_SIZE
 
 LINE: Final = _kernel.LINE_SIZE
 AHEAD: Final = _kernel.PREFETCH_DISTANCE
+CHUNK: Final = _kernel_py._CHUNK_SIZE // _kernel.LINE_SIZE
+"""Lines the pure-Python kernel takes at a time: where its chunks meet is a case of its own."""
+AROUND_CHUNK: Final = (CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK)
 OUTCOMES: Final = {
     _kernel.MORE: Outcome.MORE,
     _kernel.INVALID: Outcome.INVALID,
@@ -188,6 +191,19 @@ def test_every_byte_value_at_every_position_of_a_line(kernel: Kernel, position: 
                     check_frame(
                         kernel, [stream[:held], upto[held:], stream[position + 1 :]], expected
                     )
+
+
+@pytest.mark.parametrize("position", [0, 1, *AROUND_CHUNK], ids=str)
+@pytest.mark.parametrize("held", [0, 4])
+@pytest.mark.parametrize("deciding", [b"terminate\n", b"12345678\n\n", b"1234x6789\n"])
+def test_frame_a_deciding_line_at_and_around_where_chunks_meet(
+    kernel: Kernel, position: int, held: int, deciding: bytes
+) -> None:
+    # Many lines in one buffer, after a line carried over (which shifts every chunk), then
+    # the line that decides: every line before it kept, none after.
+    before = lines_of(range(1_000, 1_000 + position))
+    stream = line(7) + before + deciding + lines_of(range(5))
+    check_frame(kernel, [stream[:held], stream[held:]])
 
 
 @pytest.mark.parametrize("carried", [b"1234567890", b"12345678901", b"0" * 20, b"terminate\n"])
@@ -552,7 +568,7 @@ OUT_OF_RANGE: Final = (
 
 @pytest.mark.parametrize("bad", OUT_OF_RANGE)
 @pytest.mark.parametrize(
-    "position", [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5, 999], ids=str
+    "position", [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 2 * AHEAD + 5, 999, *AROUND_CHUNK], ids=str
 )
 def test_a_line_out_of_range_is_refused_and_the_bitmap_left_as_it_was(
     kernel: Kernel, clean_bitmap: mmap.mmap, bad: bytes, position: int
@@ -623,6 +639,27 @@ MISUSES: Final[dict[str, tuple[type[Exception], Callable[[Kernel, mmap.mmap], ob
         BufferError,
         lambda kernel, bits: kernel.mark_new(memoryview(bits).toreadonly(), A_LINE),
     ),
+    # Every buffer is taken before any size is checked.
+    "carried too long, data a str": (
+        TypeError,
+        lambda kernel, bits: kernel.frame(A_LINE, "123456789\n"),  # type: ignore[arg-type]
+    ),
+    "bitmap short, out read-only": (
+        BufferError,
+        lambda kernel, bits: kernel.select_new(bytearray(100), b"", b"", 0),
+    ),
+    "lines not whole, out read-only": (
+        BufferError,
+        lambda kernel, bits: kernel.select_new(bits, b"1" * 15, bytes(20), 0),
+    ),
+    "at not an integer": (
+        TypeError,
+        lambda kernel, bits: kernel.select_new(bits, b"", bytearray(10), 1.5),  # type: ignore[arg-type]
+    ),
+    "at beyond 64 bits": (
+        OverflowError,
+        lambda kernel, bits: kernel.select_new(bits, A_LINE, bytearray(10), 1 << 70),
+    ),
 }
 
 
@@ -635,10 +672,48 @@ def test_buffers_of_the_wrong_kind_are_refused(
         call(kernel, clean_bitmap)
 
 
-def test_buffers_of_chars_are_bytes(kernel: Kernel) -> None:
-    # A ctypes array of char is a buffer of format "<c"; both kernels read it as bytes.
+def test_buffers_of_chars_and_bools_are_bytes(kernel: Kernel) -> None:
+    # A ctypes array of char is a buffer of format "<c"; both kernels read it as bytes, and
+    # a buffer of format "?" too.
     data = (ctypes.c_char * 25).from_buffer_copy(lines_of([1, 2]) + b"termi")
     assert kernel.frame(memoryview(b"").cast("c"), data) == (None, 0, 20, _kernel.MORE, b"termi")
+    as_bools = memoryview(bytearray(lines_of([1, 2]) + b"termi")).cast("?")
+    assert kernel.frame(b"", as_bools) == (None, 0, 20, _kernel.MORE, b"termi")
+
+
+def test_an_out_over_the_lines_through_another_object_is_refused(
+    kernel: Kernel, clean_bitmap: mmap.mmap
+) -> None:
+    # The same memory, exported by a ctypes array over the buffer: out starts 10 bytes in.
+    numbers = spread(3 * 512)
+    buffer = bytearray(lines_of(numbers)) + bytearray(10)
+    lines = (ctypes.c_char * (len(buffer) - 10)).from_buffer(buffer)
+    with pytest.raises(ValueError, match="overlaps"):
+        kernel.select_new(clean_bitmap, lines, buffer, 10)
+    del lines
+
+
+def test_an_out_over_read_only_lines_is_refused_or_safe(
+    kernel: Kernel, clean_bitmap: mmap.mmap
+) -> None:
+    # Lines read-only, out the writable buffer under them, starting 10 bytes in: the compiled
+    # kernel sees the overlap and refuses; the pure-Python one cannot see it, and reads every
+    # line before it writes. Either way nothing is corrupted.
+    numbers = spread(3 * 512)
+    buffer = bytearray(lines_of(numbers)) + bytearray(10)
+    lines = memoryview(buffer)[:-10].toreadonly()
+    try:
+        if kernel is not _kernel_py:
+            with pytest.raises(ValueError, match="overlaps"):
+                kernel.select_new(clean_bitmap, lines, buffer, 10)
+            assert marked_bytes(clean_bitmap) == []
+        else:
+            end, duplicates = kernel.select_new(clean_bitmap, lines, buffer, 10)
+            assert (end, duplicates) == (10 + len(lines), 0)
+            assert buffer[10:] == lines_of(numbers)
+    finally:
+        lines.release()
+        clear(clean_bitmap, numbers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -856,7 +931,7 @@ def test_mark_new_stops_at_a_number_marked_before_the_call(
 
 
 @pytest.mark.parametrize("bad", NOT_NUMBERS)
-@pytest.mark.parametrize("position", [0, 1, *AROUND_AHEAD, 999], ids=str)
+@pytest.mark.parametrize("position", [0, 1, *AROUND_AHEAD, 999, *AROUND_CHUNK], ids=str)
 def test_mark_new_stops_at_a_line_that_is_not_a_number(
     kernel: Kernel, clean_bitmap: mmap.mmap, bad: bytes, position: int
 ) -> None:
