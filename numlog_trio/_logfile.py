@@ -234,9 +234,10 @@ class LogFile:
 
     def _load(self, reader: int, seen: SeenNumbers, checkpoint: Callable[[], None]) -> Loaded:
         # Two buffers: another thread reads the next part of the log into one while the
-        # kernel marks the lines of the other (both release the interpreter lock), so the
-        # copy from the page cache costs no time of its own. Each buffer keeps a line's room
-        # in front, for the unfinished line carried from the part before.
+        # kernel marks the lines of the other (both release the interpreter lock, the
+        # pure-Python kernel excepted), so the copy from the page cache costs no time of its
+        # own. Each buffer keeps a line's room in front, for the unfinished line carried from
+        # the part before.
         buffers = [memoryview(bytearray(LINE_SIZE + LOAD_SIZE)) for _ in range(2)]
         lines = 0
         offset = 0  # of the next part to read

@@ -286,8 +286,8 @@ class LogWriter:
     async def run(self, batches: trio.MemoryReceiveChannel[Batch]) -> None:
         """Accept batches until every sender has closed the channel, then sync the log.
 
-        Two stages, each handing its work to a worker thread (the kernel and the write
-        release the interpreter lock), so the event loop goes on receiving and framing
+        Two stages, each handing its work to a worker thread (the compiled kernel and the
+        write release the interpreter lock), so the event loop goes on receiving and framing
         meanwhile: one selects the new numbers of batches while the other writes the
         selection before. Each hand-off to the first takes every batch waiting, not just one:
         the writer is the pipeline's slowest stage, and a hand-off to a thread costs about a
