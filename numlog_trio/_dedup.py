@@ -73,8 +73,8 @@ class SeenNumbers:
     ) -> tuple[int, int]:
         """Mark the numbers of ``lines`` seen, and copy the lines of first sightings to ``out``.
 
-        The compiled kernel does it in one pass, without the interpreter lock. A number
-        repeated within ``lines`` is new at most once, at its first position.
+        The kernel does it in one pass (the compiled one without the interpreter lock). A
+        number repeated within ``lines`` is new at most once, at its first position.
 
         Args:
             lines: Whole, valid number lines, as the framer gives them.
@@ -92,8 +92,8 @@ class SeenNumbers:
     def mark_new(self, lines: bytes | bytearray | memoryview) -> tuple[int, Stop]:
         """Mark the numbers of a log's lines seen, up to the first that is not a new number.
 
-        The compiled kernel checks, parses and marks them in one pass, without the
-        interpreter lock.
+        The kernel checks, parses and marks them in one pass (the compiled one without the
+        interpreter lock).
 
         Args:
             lines: Whole 10-byte lines read from a log.

@@ -2,8 +2,8 @@ r"""Framing and validation of the client byte stream, free of I/O.
 
 Every valid line, ``terminate\n`` included, is exactly :data:`LINE_SIZE` bytes long, so a
 receive buffer is a table of 10-byte lines plus at most 9 bytes of an unfinished line. The
-compiled kernel checks the whole table in one pass; this module keeps the state between
-buffers and says what it means.
+kernel (``_kernel.py``: compiled, or its pure-Python twin) checks the whole table in one pass;
+this module keeps the state between buffers and says what it means.
 """
 
 from __future__ import annotations
