@@ -32,8 +32,16 @@ PURE_REASON: str | None
 """Why the pure-Python kernel runs, or None when the compiled one does."""
 _HOW_TO_COMPILE: str
 
-# setup.py reads the variable alike.
-if os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0"):
+
+def extensions_disabled() -> bool:
+    """Whether ``NUMLOG_TRIO_NO_EXTENSIONS`` asks for the pure-Python kernel.
+
+    (setup.py reads it alike, to skip the build.)
+    """
+    return os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0")
+
+
+if extensions_disabled():
     from ._kernel_py import frame, mark_new, select_new, unmark
 
     PURE_REASON = f"{NO_EXTENSIONS_VARIABLE} is set"

@@ -9,7 +9,6 @@ kernel (as the session that installs without a C compiler does) is it the one te
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Protocol
 
 from numlog_trio import _kernel, _kernel_py
@@ -36,7 +35,7 @@ class Kernel(Protocol):
 
 def pure_only() -> bool:
     """Whether ``NUMLOG_TRIO_NO_EXTENSIONS`` asks for the pure-Python kernel alone."""
-    return os.environ.get(_kernel.NO_EXTENSIONS_VARIABLE, "") not in ("", "0")
+    return _kernel.extensions_disabled()
 
 
 def kernel_names() -> list[str]:
