@@ -117,13 +117,20 @@ def _chunks(view: memoryview, start: int, stop: int) -> Iterator[tuple[int, byte
         yield offset, view[offset : min(offset + _CHUNK_SIZE, stop)].tobytes()
 
 
+def _leading_number_lines(chunk: bytes) -> int:
+    """How many bytes of whole number lines ``chunk`` (whole lines) begins with."""
+    if _all_number_lines(chunk):
+        return len(chunk)
+    run = _NUMBER_LINES.match(chunk)
+    assert run is not None  # the pattern matches the empty string
+    return run.end()
+
+
 def _number_lines_end(view: memoryview, start: int, stop: int) -> int:
     """The end of the run of number lines from ``start`` (whole lines, up to ``stop``)."""
     for offset, chunk in _chunks(view, start, stop):
-        if not _all_number_lines(chunk):
-            run = _NUMBER_LINES.match(chunk)
-            assert run is not None  # the pattern matches the empty string
-            return offset + run.end()
+        if (length := _leading_number_lines(chunk)) < len(chunk):
+            return offset + length
     return stop
 
 
@@ -220,7 +227,8 @@ def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int
 
     Each line is parsed, its bit in ``bitmap`` tested and set, and if it was not set the line
     (its 10 bytes as received) is copied to ``out``. A number repeated within ``lines`` is
-    copied once, at its first position. The lines are read before any is written.
+    copied once, at its first position. The lines are read a chunk at a time, each before
+    its first sightings are written (at or before where it was read).
 
     Args:
         bitmap: One bit per number, :data:`BITMAP_BYTES` long.
@@ -258,6 +266,8 @@ def select_new(bitmap: Buffer, lines: Buffer, out: Buffer, at: int) -> tuple[int
         # A read-only view of memory that may be writable, out's too: where it starts can't
         # be seen, so all of it is read before anything is written, and any out will do.
         source = memoryview(source.tobytes())
+    # Every chunk is checked before any number is marked: lines that are not all number
+    # lines (a caller's mistake) may parse out of range, and then nothing may be marked.
     if _number_lines_end(source, 0, size) < size:
         return _select_from_any_lines(bits, source.tobytes(), target, at)
     # A chunk's first sightings are written only after it was read, at or before where it was.
@@ -362,9 +372,10 @@ def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
     size = len(source)
     _check_bitmap(bits)
     _check_whole_lines(size)
-    valid = _number_lines_end(source, 0, size)
-    for offset, chunk in _chunks(source, 0, valid):
-        numbers = list(map(int, chunk.split()))
+    # One pass, in order: a repeat before the first line that is not a number stops first.
+    for offset, chunk in _chunks(source, 0, size):
+        length = _leading_number_lines(chunk)
+        numbers = list(map(int, chunk[:length].split()))
         _touch(bits, numbers)
         for count, number in enumerate(numbers, offset // LINE_SIZE):
             index = number >> 3
@@ -373,4 +384,6 @@ def mark_new(bitmap: Buffer, lines: Buffer) -> tuple[int, int]:
             if byte & mask:
                 return count, SEEN_BEFORE
             bits[index] = byte | mask
-    return valid // LINE_SIZE, NOT_A_NUMBER if valid < size else ALL_MARKED
+        if length < len(chunk):
+            return (offset + length) // LINE_SIZE, NOT_A_NUMBER
+    return size // LINE_SIZE, ALL_MARKED
